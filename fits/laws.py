@@ -16,6 +16,7 @@ repetition).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import math
 from typing import Any, Callable, Mapping, Sequence
@@ -182,6 +183,19 @@ def _static(law: Law) -> Callable[..., Law]:
     return factory
 
 
+def _log_sum_exp(xp, *terms):
+    """log(sum(exp(terms))), shifted by the largest term so nothing overflows.  Written out rather
+    than nested logaddexp: XLA runs this and its Jacobian about twice as fast.  The shift carries
+    no gradient (its derivative cancels exactly), so under JAX it is cut from the trace."""
+    shift = functools.reduce(xp.maximum, terms)
+    if xp is not np:
+        import jax
+
+        shift = jax.lax.stop_gradient(shift)
+    shift = xp.where(xp.isfinite(shift), shift, 0.0)
+    return shift + xp.log(sum(xp.exp(term - shift) for term in terms))
+
+
 # ----------------------------------------------------------------------------------------------
 # Univariate laws
 # ----------------------------------------------------------------------------------------------
@@ -193,7 +207,7 @@ def _power_law(p, xs, xp):
 
 def _power_law_log(p, xs, xp):
     E, A, alpha = p
-    return xp.logaddexp(xp.log(E), xp.log(A) - alpha * xp.log(xs[0]))
+    return _log_sum_exp(xp, xp.log(E), xp.log(A) - alpha * xp.log(xs[0]))
 
 
 POWER_LAW = Law(
@@ -281,7 +295,7 @@ def _chinchilla_log(p, xs, xp):
     # Hoffmann et al.'s LSE(a - alpha log N, b - beta log D, e)
     E, A, B, alpha, beta = p
     N, D = xs
-    return xp.logaddexp(xp.logaddexp(xp.log(A) - alpha * xp.log(N), xp.log(B) - beta * xp.log(D)),
+    return _log_sum_exp(xp, xp.log(A) - alpha * xp.log(N), xp.log(B) - beta * xp.log(D),
                         xp.log(E))
 
 
@@ -316,7 +330,7 @@ def _ghorbani(p, xs, xp):
 def _ghorbani_log(p, xs, xp):
     beta, p_e, p_d, L_inf = p
     N_e, N_d = xs
-    return xp.logaddexp(xp.log(beta) - p_e * xp.log(N_e) - p_d * xp.log(N_d), xp.log(L_inf))
+    return _log_sum_exp(xp, xp.log(beta) - p_e * xp.log(N_e) - p_d * xp.log(N_d), xp.log(L_inf))
 
 
 GHORBANI = Law(
@@ -380,8 +394,8 @@ def _muennighoff_log(p, xs, xp):
     N, D, U = xs
     N_eff, D_eff = muennighoff_effective(N, D, U, A=A, B=B, alpha=alpha, beta=beta,
                                          R_D_star=R_D_star, R_N_star=R_N_star, xp=xp)
-    return xp.logaddexp(xp.logaddexp(xp.log(A) - alpha * xp.log(N_eff),
-                                     xp.log(B) - beta * xp.log(D_eff)), xp.log(E))
+    return _log_sum_exp(xp, xp.log(A) - alpha * xp.log(N_eff), xp.log(B) - beta * xp.log(D_eff),
+                        xp.log(E))
 
 
 def _muennighoff(p, xs, xp):
@@ -434,7 +448,7 @@ def fernandes_joint(weights: Sequence[float] = (0.5, 1.0)) -> Law:
     def log_model(p, xs, xp):
         alpha, L_inf = p[0], p[1]
         N, w = xs
-        return xp.logaddexp(xp.log(beta_of(p, w, xp)) - alpha * xp.log(N), xp.log(L_inf))
+        return _log_sum_exp(xp, xp.log(beta_of(p, w, xp)) - alpha * xp.log(N), xp.log(L_inf))
 
     def model(p, xs, xp):
         return xp.exp(log_model(p, xs, xp))
