@@ -339,6 +339,7 @@ def _diagnostics(law, problem, batch, best, params, xs, y, train_error, heldout_
         elif abs(raw) > 50:
             notes.append(f"{name} runs away ({params[name]:.3g})")
     notes += _start_disagreement(law, problem, batch, best)
+    notes += _lower_unconverged(law, problem, batch, best)
     if (math.isfinite(heldout_error) and heldout_error > 0.02
             and heldout_error > 5 * max(train_error, 1e-12)):
         notes.append(f"held-out error {heldout_error:.3g} far above in-sample {train_error:.3g}")
@@ -368,6 +369,20 @@ def _start_disagreement(law, problem, batch, best) -> list[str]:
             notes.append(f"starts disagree on {law.param_names[i]} at the same objective "
                          f"(flat optimum)")
     return notes
+
+
+def _lower_unconverged(law, problem, batch, best) -> list[str]:
+    """Starts cut short by the iteration budget at an objective below the reported one: they are
+    usually running off to infinity along a degenerate direction (the optimum lies at a limit)."""
+    f_best = batch.objective[best]
+    lower = ~batch.converged & (batch.objective < f_best - 1e-3 * abs(f_best))
+    if not lower.any():
+        return []
+    i = np.flatnonzero(lower)[np.argmin(batch.objective[lower])]
+    moved = np.abs(batch.theta[i] - batch.theta[best])
+    names = [law.param_names[problem.free_idx[j]] for j in np.argsort(-moved)[:3]]
+    return [f"unconverged starts reach a lower objective ({batch.objective[i]:.4g} vs "
+            f"{f_best:.4g}) moving {', '.join(names)}: the optimum may lie at a limit"]
 
 
 def _monotonicity(law, xs, y) -> list[str]:

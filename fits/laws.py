@@ -219,6 +219,54 @@ POWER_LAW = Law(
 )
 
 
+def _m4_excess(log_f, b, alpha, xp, n_newton=48):
+    """The w in (0, b) with  w = f * (b - w)**alpha  (Alabdulmohsin et al.'s M4, w = L - L_inf,
+    b = L_0 - L_inf).  Newton's method on u = logit(w / b), where
+    h(u) = log w - alpha log(b - w) - log f  rises with slope sigmoid(-u) + alpha sigmoid(u), within
+    [min(1, alpha), max(1, alpha)], and has one curvature sign: it converges from the start below,
+    the root of h's asymptote, and a fixed count of steps keeps it differentiable under JAX."""
+    q = log_f - (1.0 - alpha) * xp.log(b)  # h(u) = log sigmoid(u) - alpha log sigmoid(-u) - q
+    u0 = xp.where(q < 0, q, q / xp.maximum(alpha, 1e-3))
+
+    def newton(u):
+        log_sig, log_sig_neg = -xp.logaddexp(0.0, -u), -xp.logaddexp(0.0, u)
+        h = log_sig - alpha * log_sig_neg - q
+        slope = xp.exp(log_sig_neg) + alpha * xp.exp(log_sig)
+        return u - xp.clip(h / slope, -30.0, 30.0)
+
+    if xp is np:
+        u = u0
+        for _ in range(n_newton):
+            u = newton(u)
+    else:
+        import jax
+
+        # Solve without derivatives, then one Newton step from the root carries them exactly
+        # (the implicit function theorem: du = -dh / h'), at the cost of one step, not n_newton.
+        u = jax.lax.stop_gradient(jax.lax.fori_loop(0, n_newton, lambda _, v: newton(v), u0))
+        u = newton(u)
+    return b * xp.exp(-xp.logaddexp(0.0, -u))
+
+
+def _m4(p, xs, xp):
+    L_inf, L_0, alpha, beta, c = p
+    log_f = xp.log(beta) + c * xp.log(xs[0])
+    return L_inf + _m4_excess(log_f, L_0 - L_inf, alpha, xp)  # NaN where L_0 <= L_inf
+
+
+M4 = Law(
+    name="m4", param_names=("L_inf", "L_0", "alpha", "beta", "c"), input_names=("x",),
+    latex=r"$\frac{L_x - L_\infty}{(L_0 - L_x)^{\alpha}} = \beta\,x^{c}$",
+    model=_m4, positive=(True, True, True, True, False),
+    # Losses and error rates alike: starts with L_inf above or L_0 below the data are not finite
+    # and drop out at once.
+    grid={"L_inf": (0.01, 0.1, 0.3, 1.0), "L_0": (1.0, 2.0, 5.0, 10.0, 30.0),
+          "alpha": (0.1, 0.5, 1.0, 2.0), "beta": (1.0, 1e2, 1e4, 1e6),
+          "c": (-0.1, -0.3, -0.6, -1.0)},
+    default_loss="lsq", monotone=-1,
+)
+
+
 def _log_law(p, xs, xp):
     A, alpha, beta = p
     return (xp.log(A) + alpha * xp.log(xs[0])) ** beta
@@ -474,7 +522,7 @@ def fernandes_effective_fraction(params: Mapping[str, float]) -> dict[float, flo
     return {w: (betas[1.0] / b) ** (1.0 / alpha) for w, b in sorted(betas.items())}
 
 
-for _law in (POWER_LAW, LOG_LAW, EXP_LINK, SIGMOID_LINK, FERNANDES_FRACTION, CHINCHILLA, GHORBANI,
+for _law in (POWER_LAW, M4, LOG_LAW, EXP_LINK, SIGMOID_LINK, FERNANDES_FRACTION, CHINCHILLA, GHORBANI,
              GADRE_OVERTRAIN, DATA_CONSTRAINED):
     register(_law.name, _static(_law))
 register("fernandes_joint", fernandes_joint)

@@ -18,7 +18,7 @@ def _assert_close(params, truth, rtol):
 
 
 def test_registry_names_latex_and_unknown_law():
-    for name in ["power_law", "log_law", "chinchilla", "ghorbani", "gadre_overtrain", "exp_link",
+    for name in ["power_law", "m4", "log_law", "chinchilla", "ghorbani", "gadre_overtrain", "exp_link",
                  "sigmoid_link", "fernandes_fraction", "data_constrained"]:
         law = laws.get(name)
         assert law.name == name and law.latex.startswith("$") and law.n_inputs >= 1
@@ -41,6 +41,46 @@ def test_power_law_recovery():
     res = fits.fit("power_law", x, y, starts=12)
     assert res.ok
     _assert_close(res.params, truth, 1e-5)
+
+
+@pytest.mark.parametrize("alpha", [0.02, 0.7, 1.0, 4.0])
+def test_m4_prediction_solves_its_implicit_equation(alpha):
+    law = laws.get("m4")
+    p = {"L_inf": 0.3, "L_0": 1.5, "alpha": alpha, "beta": 20.0, "c": -0.4}
+    x = np.logspace(4, 11, 8)
+    L = law.predict(p, x)
+    assert np.all((L > p["L_inf"]) & (L < p["L_0"])) and np.all(np.diff(L) < 0)
+    lhs = (L - p["L_inf"]) / (p["L_0"] - L) ** alpha
+    np.testing.assert_allclose(lhs, p["beta"] * x ** p["c"], rtol=1e-10)
+
+
+def test_m4_jax_derivatives_match_finite_differences():
+    import jax
+    import jax.numpy as jnp
+
+    law = laws.get("m4")
+    x = np.logspace(4, 10, 5)
+    theta = np.array([0.3, 1.5, 0.7, 20.0, -0.4])
+    with jax.enable_x64(True):
+        jac = np.asarray(jax.jacfwd(lambda t: law.model(tuple(t), (jnp.asarray(x),), jnp))(
+            jnp.asarray(theta)))
+    for j in range(5):
+        h = 1e-6 * max(abs(theta[j]), 1.0)
+        up, down = theta.copy(), theta.copy()
+        up[j] += h
+        down[j] -= h
+        fd = (law.model(tuple(up), (x,), np) - law.model(tuple(down), (x,), np)) / (2 * h)
+        np.testing.assert_allclose(jac[:, j], fd, rtol=1e-5, atol=1e-9)
+
+
+def test_m4_recovery():
+    truth = {"L_inf": 0.35, "L_0": 1.2, "alpha": 0.8, "beta": 40.0, "c": -0.45}
+    x = np.logspace(5, 9, 12)
+    y = _noisy(laws.get("m4").predict(truth, x), scale=0.001)
+    res = fits.fit("m4", x, y)
+    assert res.ok and res.train_error < 0.003
+    np.testing.assert_allclose(res.predict(np.array([1e10])), laws.get("m4").predict(truth, [1e10]),
+                               rtol=0.02)
 
 
 def test_log_law_recovery():
