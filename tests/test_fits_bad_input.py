@@ -68,8 +68,9 @@ def test_unknown_column_and_options():
 
 
 @settings(max_examples=15, deadline=None)
-@given(y=st.lists(st.floats(0.01, 100.0), min_size=4, max_size=4))
-def test_arbitrary_positive_data_never_raises_from_the_optimiser(y):
-    res = fits.fit("log_law", X[:4], np.array(y), starts=4, max_iter=32)
+@given(y=st.lists(st.floats(0.01, 100.0), min_size=5, max_size=5),
+       law=st.sampled_from(["log_law", "m4"]))
+def test_arbitrary_positive_data_never_raises_from_the_optimiser(y, law):
+    res = fits.fit(law, X[:5], np.array(y), starts=4, max_iter=32)
     assert res.status in ("ok", "failed")
     assert isinstance(res.diagnostics, list)
