@@ -253,9 +253,10 @@ def _assemble(law, problem, batch, xs, y, held, fixed, bootstrap, seed, level, m
                          heldout_error=math.nan, objective=math.nan, status="failed",
                          diagnostics=["fit failed: the objective is not finite at any start"],
                          **common)
-    pool = np.flatnonzero(batch.converged & finite)
-    if pool.size == 0:
-        pool = np.flatnonzero(finite)
+    # The lowest objective wins even unconverged (then the fit is marked failed): a better
+    # converged start would have ended lower, and a start still descending towards a limit is
+    # the fit a user would otherwise never see.
+    pool = np.flatnonzero(finite)
     best = pool[np.argmin(batch.objective[pool])]
     theta = batch.theta[best]
     params = _natural_params(law, problem, theta)
@@ -329,8 +330,11 @@ def _standard_errors(law, problem, theta) -> dict[str, float]:
 def _diagnostics(law, problem, batch, best, params, xs, y, train_error, heldout_error, boot,
                  bootstrap, status) -> list[str]:
     notes = []
-    if status == "failed":
-        notes.append("fit failed: the best start did not converge or predicts non-finite values")
+    if not batch.converged[best]:
+        notes.append("fit failed: the best start had not converged when its iteration budget "
+                     "(max_iter) ran out")
+    elif status == "failed":
+        notes.append("fit failed: the fitted law predicts non-finite values at the data")
     for i in problem.free_idx:
         name = law.param_names[i]
         raw = batch.theta[best][problem.free_idx.index(i)]
@@ -339,7 +343,7 @@ def _diagnostics(law, problem, batch, best, params, xs, y, train_error, heldout_
         elif abs(raw) > 50:
             notes.append(f"{name} runs away ({params[name]:.3g})")
     notes += _start_disagreement(law, problem, batch, best)
-    notes += _lower_unconverged(law, problem, batch, best)
+    notes += _best_converged_is_worse(law, problem, batch, best)
     if (math.isfinite(heldout_error) and heldout_error > 0.02
             and heldout_error > 5 * max(train_error, 1e-12)):
         notes.append(f"held-out error {heldout_error:.3g} far above in-sample {train_error:.3g}")
@@ -371,18 +375,19 @@ def _start_disagreement(law, problem, batch, best) -> list[str]:
     return notes
 
 
-def _lower_unconverged(law, problem, batch, best) -> list[str]:
-    """Starts cut short by the iteration budget at an objective below the reported one: they are
-    usually running off to infinity along a degenerate direction (the optimum lies at a limit)."""
-    f_best = batch.objective[best]
-    lower = ~batch.converged & (batch.objective < f_best - 1e-3 * abs(f_best))
-    if not lower.any():
+def _best_converged_is_worse(law, problem, batch, best) -> list[str]:
+    """When the best start was cut short by the iteration budget, the best converged start is
+    usually a different, worse fit: the best is descending towards a limit (parameters at infinity
+    or zero) rather than to a finite optimum.  Say how much worse, and where they differ most."""
+    done = np.flatnonzero(batch.converged & np.isfinite(batch.objective))
+    if batch.converged[best] or done.size == 0:
         return []
-    i = np.flatnonzero(lower)[np.argmin(batch.objective[lower])]
-    moved = np.abs(batch.theta[i] - batch.theta[best])
+    other = done[np.argmin(batch.objective[done])]
+    moved = np.abs(batch.theta[other] - batch.theta[best])
     names = [law.param_names[problem.free_idx[j]] for j in np.argsort(-moved)[:3]]
-    return [f"unconverged starts reach a lower objective ({batch.objective[i]:.4g} vs "
-            f"{f_best:.4g}) moving {', '.join(names)}: the optimum may lie at a limit"]
+    return [f"the best converged start reaches only {batch.objective[other]:.4g} (vs "
+            f"{batch.objective[best]:.4g}), differing most in {', '.join(names)}: the optimum may "
+            f"lie at a limit"]
 
 
 def _monotonicity(law, xs, y) -> list[str]:
