@@ -3,6 +3,9 @@
     python -m fits --csv results.csv --law log_law --x D_p --y bleu --by mixture,D_f \
         --holdout smallest:4 --bootstrap 1000 --out DIR
 
+--holdout: smallest:k (fit the k smallest points of each group), largest:k (hold out the k
+largest) or column:NAME (hold out the rows where column NAME is 1 / True).
+
 --x names one column, or several comma-separated for a multivariate law (in the law's input
 order).  Writes DIR/fits.csv, DIR/fits.md, DIR/fits.tex and, with --plot, DIR/fits.png.
 """
@@ -21,7 +24,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--x", required=True, help="input column(s), comma-separated")
     ap.add_argument("--y", required=True)
     ap.add_argument("--by", default="", help="group columns, comma-separated")
-    ap.add_argument("--holdout", default=None, help="smallest:k or largest:k")
+    ap.add_argument("--holdout", default=None, help="smallest:k, largest:k or column:NAME")
     ap.add_argument("--loss", default=None, choices=["huber", "lsq"])
     ap.add_argument("--delta", type=float, default=None)
     ap.add_argument("--starts", default="grid", help="'grid' or a number of random starts")
@@ -41,9 +44,12 @@ def main(argv=None) -> int:
     df = pd.read_csv(args.csv)
     x_cols = [c for c in args.x.split(",") if c]
     by = [c for c in args.by.split(",") if c]
-    missing = [c for c in x_cols + [args.y] + by if c not in df.columns]
+    holdout_col = _holdout_column(args.holdout)
+    missing = [c for c in x_cols + [args.y] + by + [holdout_col] if c and c not in df.columns]
     if missing:
         raise ValueError(f"--csv {args.csv!r} lacks columns {missing} (has {list(df.columns)})")
+    if holdout_col and not df[holdout_col].isin([0, 1]).all():
+        raise ValueError(f"--holdout column:{holdout_col}: the column must hold 0/1 or True/False")
     law = laws.get(args.law) if args.law != "fernandes_joint" else None
     if law is not None and len(x_cols) != law.n_inputs:
         raise ValueError(f"--x names {len(x_cols)} columns; law {args.law!r} takes "
@@ -56,7 +62,9 @@ def main(argv=None) -> int:
         x = {n: sub[c].to_numpy() for n, c in zip(names, x_cols)}
         x = x[names[0]] if len(names) == 1 else x
         results[key if isinstance(key, tuple) else (key,)] = core.fit(
-            args.law, x, sub[args.y].to_numpy(), holdout=args.holdout, loss=args.loss,
+            args.law, x, sub[args.y].to_numpy(),
+            holdout=sub[holdout_col].to_numpy().astype(bool) if holdout_col else args.holdout,
+            loss=args.loss,
             delta=args.delta, starts=starts, bootstrap=args.bootstrap, seed=args.seed)
     os.makedirs(args.out, exist_ok=True)
     frame = tables.to_frame(results, key_names=by or None) if by else tables.to_frame(
@@ -70,6 +78,12 @@ def main(argv=None) -> int:
         _plot(results, groups, x_cols, names, args)
     print(tables.to_markdown(frame))
     return 0
+
+
+def _holdout_column(spec: str | None) -> str | None:
+    """The column named by --holdout column:NAME, else None."""
+    prefix = "column:"
+    return spec[len(prefix):] if spec and spec.startswith(prefix) else None
 
 
 def _plot(results, groups, x_cols, names, args):

@@ -154,3 +154,26 @@ def test_chinchilla_grid_fit_matches_the_scipy_reference_loop():
     assert res.objective == pytest.approx(ref_f, abs=1e-6)
     assert res.objective <= ref_f + 1e-9
     assert res.params["alpha"] == pytest.approx(ref_theta[3], rel=1e-2)
+
+
+def test_cli_holds_out_the_rows_a_column_marks(tmp_path):
+    from fits import published
+    from fits.__main__ import main
+
+    df = published.alabdulmohsin2022_nmt()
+    df["held"] = 1 - df["Training"]
+    csv = tmp_path / "nmt.csv"
+    df.to_csv(csv, index=False)
+    args = ["--csv", str(csv), "--law", "power_law", "--x", "Seen Examples", "--y", "Loss",
+            "--by", "Model", "--starts", "24", "--out", str(tmp_path / "out")]
+    assert main(args + ["--holdout", "column:held"]) == 0
+    table = pd.read_csv(tmp_path / "out" / "fits.csv")
+    assert (table["n_heldout"] == 1).all() and len(table) == 5
+    sub = df[df["Model"] == table["Model"][0]]
+    direct = fits.fit("power_law", sub["Seen Examples"].to_numpy(), sub["Loss"].to_numpy(),
+                      holdout=sub["held"].to_numpy() == 1, starts=24)
+    assert table["heldout_error"][0] == pytest.approx(direct.heldout_error, rel=1e-6)
+    with pytest.raises(ValueError, match="column:Loss"):
+        main(args + ["--holdout", "column:Loss"])
+    with pytest.raises(ValueError, match="nope"):
+        main(args + ["--holdout", "column:nope"])
