@@ -40,6 +40,7 @@ _STALL_RTOL = 1e-7  # screening: relative gain per chunk below which a lane stop
 _N_POLISH = 8  # distinct best lanes run to the strict tolerance after screening
 _MERGE_RESID = 1e-3  # RMS residual difference (log scale: 0.1 %) at which two lanes merge
 _CLUSTER_MAX = 2048  # most lanes compared pairwise when merging (memory: its square)
+_CLUSTER_RESID = 1e3  # largest residual of a lane compared pairwise
 _SMALL_BLOCK = 32  # lanes per call once few remain
 _MIN_POINTS = 8  # smallest bucket of points
 _FIRST_CHUNKS = (1, 1, 2, 4)  # iterations in the first chunks, before `chunk` applies
@@ -354,9 +355,13 @@ def _merge_same_predictions(k, theta, f, done, merged_into, base, xs, t, n_lanes
     merged_into[active[order[dup]]] = active[order[first[which[dup]]]]
     done[active[order[dup]]] = True
     kept = order[np.sort(first)]
+    # Distances by |a|^2 + |b|^2 - 2ab lose ~eps |r|^2 to cancellation: lanes with residuals
+    # beyond _CLUSTER_RESID (far from any fit) stay out, which keeps that error below 1e-3 of
+    # the merge threshold.
+    kept = kept[np.max(np.abs(r[kept]), axis=1) <= _CLUSTER_RESID]
     if len(kept) < 2 or len(kept) > _CLUSTER_MAX:
         return
-    rk = np.clip(r[kept], -1e6, 1e6)
+    rk = r[kept]
     sq = np.einsum("ij,ij->i", rk, rk)
     d2 = sq[:, None] + sq[None, :] - 2.0 * (rk @ rk.T)  # squared distances, one matrix product
     # close[a, b]: lane b is better (earlier in `kept`) and its curve within RMS _MERGE_RESID
