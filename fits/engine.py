@@ -214,6 +214,15 @@ def _padded_data(problem: Problem, weights: np.ndarray):
     return xs, t, np.pad(weights, widths)
 
 
+def _device_data(problem: Problem, xs, t):
+    """Inputs, targets and the base raw vector as float64 JAX arrays (call under enable_x64)."""
+    import jax.numpy as jnp
+
+    return (tuple(jnp.asarray(c, dtype=jnp.float64) for c in xs),
+            jnp.asarray(t, dtype=jnp.float64),
+            jnp.asarray(problem.base_raw, dtype=jnp.float64))
+
+
 def _run_blocks(k, active, theta, lam, f, done, weights, own_w, base, xs, t, chunk, n_lanes):
     """One chunk of LM iterations on the active lanes, in blocks of one fixed size (so a shrinking
     active set never triggers a recompilation), dispatched asynchronously, then gathered."""
@@ -258,9 +267,7 @@ def minimize_lm(problem: Problem, theta0_BP: np.ndarray, weights=None, *, max_it
     k = kernels(problem)
     xs_np, t_np, weights = _padded_data(problem, weights)
     with jax.enable_x64(True):
-        xs = tuple(jnp.asarray(c, dtype=jnp.float64) for c in xs_np)
-        t = jnp.asarray(t_np, dtype=jnp.float64)
-        base = jnp.asarray(problem.base_raw, dtype=jnp.float64)
+        xs, t, base = _device_data(problem, xs_np, t_np)
         lane_weights = weights if own_w else jnp.asarray(weights)
         # each chunk first evaluates its lanes (see lm_step): no objective is needed up front
         f = np.full(n_lanes, np.inf)
@@ -347,14 +354,7 @@ def _merge_same_predictions(k, theta, f, done, merged_into, base, xs, t, n_lanes
     r = _residual_lanes(k, active, theta, base, xs, t, n_lanes)[:, :n_points]
     r = np.where(np.isfinite(r), r, 1e300)
     order = np.argsort(f[active], kind="stable")
-    keys = np.round(np.clip(r[order], -1e15, 1e15) / _MERGE_RESID).astype(np.int64)
-    # one 64-bit hash per lane (wrapping integer arithmetic); np.unique keeps the first, i.e. best
-    hashes = keys @ np.random.default_rng(0).integers(1, 2 ** 62, keys.shape[1])
-    _, first, which = np.unique(hashes, return_index=True, return_inverse=True)
-    dup = np.flatnonzero(first[which] != np.arange(len(order)))
-    merged_into[active[order[dup]]] = active[order[first[which[dup]]]]
-    done[active[order[dup]]] = True
-    kept = order[np.sort(first)]
+    kept = order[_merge_equal_keys(r[order] / _MERGE_RESID, active[order], merged_into, done)]
     # Distances by |a|^2 + |b|^2 - 2ab lose ~eps |r|^2 to cancellation: lanes with residuals
     # beyond _CLUSTER_RESID (far from any fit) stay out, which keeps that error below 1e-3 of
     # the merge threshold.
@@ -396,17 +396,21 @@ def _merge_duplicates(theta, f, done, merged_into):
     active = np.flatnonzero(~done)
     if active.size < 2:
         return
-    keys = np.round(theta[active] / _MERGE_TOL).astype(np.int64)
     order = np.argsort(f[active], kind="stable")
-    seen: dict[bytes, int] = {}
-    for j in order:
-        lane = active[j]
-        key = keys[j].tobytes()
-        if key in seen:
-            merged_into[lane] = seen[key]
-            done[lane] = True
-        else:
-            seen[key] = lane
+    _merge_equal_keys(theta[active[order]] / _MERGE_TOL, active[order], merged_into, done)
+
+
+def _merge_equal_keys(scaled, lanes, merged_into, done) -> np.ndarray:
+    """Merge each lane (rows in order of objective, best first) into the first lane whose `scaled`
+    row rounds to the same integers; returns the positions of the lanes kept, in order.  One
+    64-bit hash per row (wrapping integer arithmetic) stands for the row."""
+    keys = np.round(np.clip(np.nan_to_num(scaled, nan=1e18), -1e18, 1e18)).astype(np.int64)
+    hashes = keys @ np.random.default_rng(0).integers(1, 2 ** 62, keys.shape[1])
+    _, first, which = np.unique(hashes, return_index=True, return_inverse=True)
+    dup = np.flatnonzero(first[which] != np.arange(len(lanes)))
+    merged_into[lanes[dup]] = lanes[first[which[dup]]]
+    done[lanes[dup]] = True
+    return np.sort(first)
 
 
 def minimize_scipy(problem: Problem, theta0_BP: np.ndarray, weights=None, *,
@@ -421,9 +425,7 @@ def minimize_scipy(problem: Problem, theta0_BP: np.ndarray, weights=None, *,
     w = np.ones(n_points) if weights is None else np.asarray(weights, dtype=np.float64)
     thetas, fs, oks = [], [], []
     with jax.enable_x64(True):
-        xs = tuple(jnp.asarray(c, dtype=jnp.float64) for c in problem.xs)
-        t = jnp.asarray(problem.target, dtype=jnp.float64)
-        base = jnp.asarray(problem.base_raw, dtype=jnp.float64)
+        xs, t, base = _device_data(problem, problem.xs, problem.target)
         wj = jnp.asarray(w)
 
         def fun(theta):
@@ -452,9 +454,7 @@ def jacobian(problem: Problem, theta: np.ndarray) -> tuple[np.ndarray, np.ndarra
     n = len(problem.target)
     xs_np, t_np, _ = _padded_data(problem, np.ones(n))
     with jax.enable_x64(True):
-        xs = tuple(jnp.asarray(c, dtype=jnp.float64) for c in xs_np)
-        t = jnp.asarray(t_np, dtype=jnp.float64)
-        base = jnp.asarray(problem.base_raw, dtype=jnp.float64)
+        xs, t, base = _device_data(problem, xs_np, t_np)
         th = jnp.asarray(theta, dtype=jnp.float64)
         r, J = k["resid_and_jac"](th, base, xs, t)
         return np.array(r)[:n], np.array(J)[:n]
