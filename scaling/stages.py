@@ -74,10 +74,10 @@ def run_pretrain(ctx: Context, stage: grid.Pretrain, label: str) -> None:
   size = trainer.model_cfg.size
   state, seen = _pretrain_start(ctx, stage, trainer, targets[0])
   batches = ctx.data.pretrain_batches(stage.mixture, ctx.cfg.pretrain, seed=ctx.cfg.seed)
-  _skip(batches, int(state["step"]))
+  _skip(batches, int(state.step))
   progress = train.Progress(label, ctx.cfg.pretrain.log_every, peak_flops=ctx.peak_flops)
   t0 = time.perf_counter() - seen["wall_s"]
-  tokens, flops, step = seen["tokens"], seen["flops"], int(state["step"])
+  tokens, flops, step = seen["tokens"], seen["flops"], int(state.step)
   while targets:
     batch = next(batches)
     state, step_metrics = trainer.step(state, batch)
@@ -87,7 +87,7 @@ def run_pretrain(ctx: Context, stage: grid.Pretrain, label: str) -> None:
     while targets and tokens >= targets[0]:
       d_p = targets.pop(0)
       checkpoint.save(pretrain_dir(ctx.workdir, stage), d_p,
-                      dict(model=_model_state(state), optimizer=_optimizer_state(state)),
+                      dict(model=state.model, optimizer=state.optimizer),
                       dict(tokens=tokens, flops=flops, wall_s=time.perf_counter() - t0, step=step))
       print(f"{label}  checkpoint D_p={d_p:,} saved at {tokens:,} tokens", flush=True)
 
@@ -98,17 +98,9 @@ def _pretrain_start(ctx: Context, stage: grid.Pretrain, trainer: train.Trainer, 
   if not earlier:
     return trainer.init(ctx.cfg.seed), dict(tokens=0, flops=0.0, wall_s=0.0)
   items, meta = checkpoint.restore(out, max(earlier), dict(
-      model=trainer.abstract_model_state, optimizer=_optimizer_state(trainer.abstract_state)))
-  state = dict(items["model"], **items["optimizer"])
+      model=trainer.abstract_model_state, optimizer=trainer.abstract_state.optimizer))
+  state = train.TrainState(items["model"], **items["optimizer"])
   return state, dict(tokens=meta["tokens"], flops=meta["flops"], wall_s=meta["wall_s"])
-
-
-def _model_state(state: train.TrainState) -> dict:
-  return dict(params=state["params"], rest=state["rest"])
-
-
-def _optimizer_state(state: train.TrainState) -> dict:
-  return dict(opt_state=state["opt_state"], step=state["step"])
 
 
 def _skip(batches: Iterator, n: int) -> None:
@@ -136,7 +128,7 @@ def run_finetune(ctx: Context, stage: grid.Finetune, label: str) -> None:
   t0 = time.perf_counter()
   state, tokens, flops = train.train(
       trainer, state, batches, until=lambda step, _: step >= section.steps, progress=progress)
-  checkpoint.save(finetune_dir(ctx.workdir, stage), section.steps, dict(model=_model_state(state)),
+  checkpoint.save(finetune_dir(ctx.workdir, stage), section.steps, dict(model=state.model),
                   dict(tokens=tokens, flops=flops, wall_s=time.perf_counter() - t0,
                        examples=subset.n_examples, subset_tokens=subset.n_tokens))
 

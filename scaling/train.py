@@ -18,15 +18,39 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from flax import struct
 
 from models import accounting
 from models import decoding
-from models import encoder_decoder
+from models import build_model as build_module
 from models import sizes as sizes_lib
 from scaling import mesh as mesh_lib
 
 Batch = dict[str, np.ndarray]
-TrainState = dict[str, Any]   # params, opt_state, rest (non-parameter state), step
+# Batch features by objective: encoder-decoder and prefix-LM batches carry encoder
+# inputs; a causal-LM batch carries the decoder features alone.
+_FEATURES = ("encoder_input_tokens", "decoder_input_tokens", "decoder_target_tokens",
+             "decoder_loss_weights")
+
+
+@struct.dataclass
+class ModelState:
+  """What a model is: its parameters and its non-parameter state (e.g. RNG counts)."""
+  params: Any
+  rest: Any
+
+
+@struct.dataclass
+class TrainState:
+  """A model in training: the model, the optimizer's moments and the step count."""
+  model: ModelState
+  opt_state: Any
+  step: jax.Array
+
+  @property
+  def optimizer(self) -> dict:
+    """The part of the state a finetune does not need (checkpointed as its own item)."""
+    return dict(opt_state=self.opt_state, step=self.step)
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -83,20 +107,29 @@ def cross_entropy(logits_BTV: jax.Array, targets_BT: jax.Array,
 
 
 def forward(model: nnx.Module, batch: Batch, *, dropout_key: jax.Array | None = None) -> jax.Array:
-  """Teacher-forced logits; dropout is on exactly when a key is given."""
+  """Teacher-forced logits at the decoder target positions; dropout is on exactly
+  when a key is given.
+
+  A decoder-only model reads a translation batch as a prefix LM, laid out as its
+  decoding is: [source padded to S | decoder inputs], logits from position S on.
+  """
   rngs = None if dropout_key is None else nnx.Rngs(dropout=dropout_key)
-  return model(batch["encoder_input_tokens"], batch["decoder_input_tokens"],
-               deterministic=dropout_key is None, rngs=rngs)
+  kw = dict(deterministic=dropout_key is None, rngs=rngs)
+  decoder_in_BT = batch["decoder_input_tokens"]
+  if model.size.kind == sizes_lib.ENCODER_DECODER:
+    return model(batch["encoder_input_tokens"], decoder_in_BT, **kw)
+  if "encoder_input_tokens" not in batch:  # causal LM
+    return model(decoder_in_BT, **kw)
+  source_BS = batch["encoder_input_tokens"]
+  B, S = source_BS.shape
+  tokens_BL = jnp.concatenate([source_BS, decoder_in_BT], axis=1)
+  logits_BLV = model(tokens_BL, prefix_lengths_B=jnp.full((B,), S, jnp.int32), **kw)
+  return logits_BLV[:, S:]
 
 
 def build_model(model_cfg: ModelConfig, seed: int) -> nnx.Module:
-  if model_cfg.size.kind != "encoder_decoder":
-    raise ValueError(
-        f"size {model_cfg.size.name!r} is a {model_cfg.size.kind} model; translation "
-        "studies need an encoder_decoder size")
-  return encoder_decoder.EncoderDecoder(
-      model_cfg.size, dtype=_DTYPES[model_cfg.dtype], param_dtype=_DTYPES[model_cfg.param_dtype],
-      rngs=nnx.Rngs(seed))
+  return build_module(model_cfg.size, dtype=_DTYPES[model_cfg.dtype],
+                      param_dtype=_DTYPES[model_cfg.param_dtype], rngs=nnx.Rngs(seed))
 
 
 class Trainer:
@@ -110,15 +143,15 @@ class Trainer:
       abstract = nnx.eval_shape(lambda: build_model(model_cfg, 0))
       self.graphdef, abs_params, abs_rest = nnx.split(abstract, nnx.Param, ...)
       abs_opt = jax.eval_shape(self.optimizer.init, abs_params)
-      abstract_state = dict(params=abs_params, opt_state=abs_opt, rest=abs_rest,
-                            step=jax.ShapeDtypeStruct((), jnp.int32))
+      abstract_state = TrainState(ModelState(abs_params, abs_rest), abs_opt,
+                                  jax.ShapeDtypeStruct((), jnp.int32))
       self.state_sharding = nnx.get_named_sharding(abstract_state, mesh)
     self.abstract_state = jax.tree.map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
         abstract_state, self.state_sharding)
     self.batch_sharding = mesh_lib.batch_sharding(mesh)
-    self.model_state_sharding = {k: self.state_sharding[k] for k in ("params", "rest")}
-    self.abstract_model_state = {k: self.abstract_state[k] for k in ("params", "rest")}
+    self.model_state_sharding = self.state_sharding.model
+    self.abstract_model_state = self.abstract_state.model
     self._init = jax.jit(self._init_fn, static_argnums=0, out_shardings=self.state_sharding)
     self._start_from = jax.jit(self._start_from_fn, in_shardings=(self.model_state_sharding,),
                                out_shardings=self.state_sharding)
@@ -130,32 +163,36 @@ class Trainer:
   # -- pure functions (jitted above) --
   def _init_fn(self, seed: int) -> TrainState:
     _, params, rest = nnx.split(build_model(self.model_cfg, seed), nnx.Param, ...)
-    return self._start_from_fn(dict(params=params, rest=rest))
+    return self._start_from_fn(ModelState(params, rest))
 
-  def _start_from_fn(self, model_state) -> TrainState:
-    return dict(model_state, opt_state=self.optimizer.init(model_state["params"]),
-                step=jnp.zeros((), jnp.int32))
+  def _start_from_fn(self, model_state: ModelState) -> TrainState:
+    return TrainState(model_state, self.optimizer.init(model_state.params),
+                      jnp.zeros((), jnp.int32))
+
+  def _merge(self, params, rest) -> nnx.Module:
+    return nnx.merge(self.graphdef, params, rest)
 
   def _step_fn(self, state: TrainState, batch: Batch):
     def loss_fn(params):
-      model = nnx.merge(self.graphdef, params, state["rest"])
-      key = jax.random.fold_in(jax.random.key(self.seed), state["step"])
+      model = self._merge(params, state.model.rest)
+      key = jax.random.fold_in(jax.random.key(self.seed), state.step)
       nll, n = cross_entropy(forward(model, batch, dropout_key=key),
                              batch["decoder_target_tokens"], batch["decoder_loss_weights"])
       return nll / jnp.maximum(n, 1.0), nnx.state(model, nnx.Not(nnx.Param))
-    (loss, rest), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
-    updates, opt_state = self.optimizer.update(grads, state["opt_state"], state["params"])
-    params = optax.apply_updates(state["params"], updates)
-    new_state = dict(params=params, opt_state=opt_state, rest=rest, step=state["step"] + 1)
+    params = state.model.params
+    (loss, rest), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    updates, opt_state = self.optimizer.update(grads, state.opt_state, params)
+    new_state = TrainState(ModelState(optax.apply_updates(params, updates), rest), opt_state,
+                           state.step + 1)
     return new_state, dict(loss=loss, grad_norm=optax.global_norm(grads))
 
-  def _nll_fn(self, model_state, batch: Batch):
-    model = nnx.merge(self.graphdef, model_state["params"], model_state["rest"])
+  def _nll_fn(self, model_state: ModelState, batch: Batch):
+    model = self._merge(model_state.params, model_state.rest)
     return cross_entropy(forward(model, batch),
                          batch["decoder_target_tokens"], batch["decoder_loss_weights"])
 
-  def _decode_fn(self, model_state, encoder_input_tokens_BS, max_length: int):
-    model = nnx.merge(self.graphdef, model_state["params"], model_state["rest"])
+  def _decode_fn(self, model_state: ModelState, encoder_input_tokens_BS, max_length: int):
+    model = self._merge(model_state.params, model_state.rest)
     return decoding.greedy_decode(model, encoder_input_tokens_BS, max_length=max_length)
 
   # -- public API --
@@ -163,7 +200,7 @@ class Trainer:
     with mesh_lib.activate(self.mesh):
       return self._init(seed)
 
-  def start_from(self, model_state) -> TrainState:
+  def start_from(self, model_state: ModelState) -> TrainState:
     """A train state at step 0 with fresh optimizer moments around given weights."""
     with mesh_lib.activate(self.mesh):
       return self._start_from(model_state)
@@ -184,9 +221,8 @@ class Trainer:
       return np.asarray(self._decode(model_state, jnp.asarray(encoder_input_tokens_BS), max_length))
 
   def _put(self, batch: Batch) -> Batch:
-    keys = ("encoder_input_tokens", "decoder_input_tokens", "decoder_target_tokens",
-            "decoder_loss_weights")
-    return {k: jax.device_put(np.asarray(batch[k]), self.batch_sharding) for k in keys}
+    return {k: jax.device_put(np.asarray(batch[k]), self.batch_sharding)
+            for k in _FEATURES if k in batch}
 
 
 @functools.lru_cache(maxsize=16)
@@ -211,14 +247,16 @@ def matmul_peak_flops(n: int = 2048, repeats: int = 5) -> float:
 
 def batch_tokens(batch: Batch) -> int:
   """Tokens a batch carries: non-padding encoder inputs plus decoder targets."""
-  return int(np.count_nonzero(batch["encoder_input_tokens"])
-             + np.count_nonzero(batch["decoder_target_tokens"]))
+  source = batch.get("encoder_input_tokens")
+  source_tokens = 0 if source is None else np.count_nonzero(source)
+  return int(source_tokens + np.count_nonzero(batch["decoder_target_tokens"]))
 
 
 def batch_flops(size: sizes_lib.ModelSize, batch: Batch) -> float:
   """Training FLOPs of one step on this batch, at its padded lengths (compute spent)."""
-  b, s = batch["encoder_input_tokens"].shape
-  t = batch["decoder_target_tokens"].shape[1]
+  b, t = batch["decoder_target_tokens"].shape
+  source = batch.get("encoder_input_tokens")
+  s = 0 if source is None else source.shape[1]
   return b * accounting.train_flops_per_example(size, s, t)
 
 
@@ -252,7 +290,7 @@ def train(trainer: Trainer, state: TrainState, batches: Iterator[Batch], *,
           until: Callable[[int, int], bool],
           progress: Progress) -> tuple[TrainState, int, float]:
   """Steps until `until(step, tokens)`; returns (state, tokens seen, FLOPs spent)."""
-  tokens, flops, step = 0, 0.0, int(state["step"])
+  tokens, flops, step = 0, 0.0, int(state.step)
   size = trainer.model_cfg.size
   while not until(step, tokens):
     batch = next(batches)
