@@ -13,13 +13,40 @@ from typing import Any
 
 import ml_collections
 
-GRID_AXES = ("size", "mixture", "D_p", "pair", "D_f")
+# Grid axes. Empty means absent; `size` and `D_p` are always needed.
+#   size            preset names (models/sizes.py) or names defined in config.sizes
+#   mixture         names in config.mixtures (the training data)
+#   p               Fernandes et al.'s weight of grid.pair[0] against grid.pair[1]
+#   D_p             token budgets of the first training run (checkpoints, or WSD branches)
+#   pair            translation pairs: finetuned on (with D_f) and evaluated
+#   D_f             finetuning tokens; 0 (or absent) = evaluate the trained model directly
+#   encoder_layers, decoder_layers, d_model   model shape fields, overriding the size's
+GRID_AXES = ("size", "mixture", "p", "D_p", "pair", "D_f",
+             "encoder_layers", "decoder_layers", "d_model")
+SHAPE_AXES = {"encoder_layers": "num_encoder_layers", "decoder_layers": "num_decoder_layers",
+              "d_model": "d_model"}
+OBJECTIVES = ("span_corruption", "translation", "causal_lm")
+DECODE_METHODS = ("greedy",)
 # Config maps whose keys are the user's own names (checked where they are used).
-FREE_FORM = ("mixtures.", "data.world.", "data.pretrain_sources.", "data.translation_sources.")
+FREE_FORM = ("mixtures.", "sizes.", "fits.curves.", "data.world.", "data.pretrain_sources.",
+             "data.translation_sources.")
 
 
 class ConfigError(ValueError):
   """A study config that cannot run; the message names the field at fault."""
+
+
+def _training_section(**overrides) -> dict:
+  section = dict(
+      batch_size=32, input_length=64, target_length=32,
+      optimizer="adamw", learning_rate=1e-3, warmup_steps=100,
+      schedule="rsqrt",         # 'rsqrt' (T5) | 'constant' | 'cosine' | 'wsd'
+      cooldown_fraction=0.2,    # wsd: the share of a budget spent cooling down
+      cooldown_shape="linear",  # wsd: 'linear' | '1-sqrt'
+      final_lr_fraction=0.0,    # cosine: the end as a fraction of the peak
+      weight_decay=0.0, log_every=100)
+  section.update(overrides)
+  return section
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -40,32 +67,51 @@ def base_config() -> ml_collections.ConfigDict:
       translation_sources={},   # 'src-tgt' -> TFDS name | {name, splits} | {split: TSV file pattern}
       tfds_data_dir="",
   )
-  cfg.mixtures = {}             # name -> {language or task: rate}
+  cfg.mixtures = {}             # name -> {language or 'src-tgt' pair: rate}
+  cfg.sizes = {}                # name -> {base: preset name (optional), ModelSize fields}
   cfg.model = dict(
       dtype="float32",          # activation / compute dtype
       param_dtype="float32",
       dropout_rate=0.0,
+      remat="none",             # rematerialisation policy (memory, not results)
   )
   cfg.mesh = dict(data=-1, fsdp=1, tensor=1)
-  cfg.pretrain = dict(
-      batch_size=32, input_length=64, target_length=32,
-      optimizer="adamw", learning_rate=1e-3, warmup_steps=100,
-      schedule="rsqrt",         # 'rsqrt' (T5) | 'constant'
-      weight_decay=0.0, log_every=100,
-  )
-  cfg.finetune = dict(
-      batch_size=32, input_length=48, target_length=48, steps=300,
-      optimizer="adamw", learning_rate=1e-3, warmup_steps=0,
-      schedule="constant", weight_decay=0.0, log_every=100,
-  )
-  cfg.eval = dict(split="test", max_examples=500, batch_size=100, max_decode_length=48)
-  cfg.grid = dict(size=(), mixture=(), D_p=(), pair=(), D_f=())
-  cfg.fits = dict(
-      bleu=dict(law="log_law", holdout="smallest:4", delta=0.1),
-      ce=dict(law="power_law", holdout="smallest:4", delta=1e-3),
-      bootstrap=200,
-  )
+  # The first training run of every model: span corruption (T5), translation from
+  # scratch (Ghorbani, Fernandes) or a causal LM (decoder-only sizes).
+  cfg.pretrain = _training_section(objective="span_corruption")
+  # Translation finetuning from the checkpoint at each D_p (prefix LM for decoder-only).
+  cfg.finetune = _training_section(input_length=48, target_length=48, steps=300,
+                                   warmup_steps=0, schedule="constant")
+  cfg.eval = dict(split="test", max_examples=500, batch_size=100, max_decode_length=48,
+                  decode="greedy",
+                  lm_split="validation",  # held-out split for LM loss
+                  lm_max_batches=8)        # batches per mixture component
+  cfg.grid = {axis: () for axis in GRID_AXES}
+  cfg.fits = dict(bootstrap=200, curves=isik_curves())
+  cfg.report = dict(plots=("curves",))
   return cfg
+
+
+def curve(law: str, inputs: Sequence[str], target: str, *, group_by: Sequence[str] = (),
+          holdout: str = "none", delta: float = 1e-3, where: str = "",
+          bootstrap_groups: str = "") -> dict:
+  """One family of fits: `law` (fits.laws) of the `inputs` columns against `target`,
+  one fit per `group_by` group, rows filtered by the pandas query `where`."""
+  return dict(law=law, inputs=tuple(inputs), target=target, group_by=tuple(group_by),
+              holdout=holdout, delta=delta, where=where, bootstrap_groups=bootstrap_groups)
+
+
+CURVE_FIELDS = tuple(curve("power_law", ("D_p",), "ce"))
+
+
+def isik_curves() -> dict:
+  """Isik et al.'s two laws per (size, mixture, pair, D_f) curve, fitted on the 4
+  smallest D_p: BLEU's log-law and downstream cross-entropy's power law."""
+  group = ("size", "mixture", "pair", "D_f")
+  return {"bleu": curve("log_law", ("D_p",), "bleu", group_by=group, holdout="smallest:4",
+                        delta=0.1),
+          "ce": curve("power_law", ("D_p",), "ce", group_by=group, holdout="smallest:4",
+                      delta=1e-3)}
 
 
 def load(path: str) -> ml_collections.ConfigDict:
@@ -88,23 +134,148 @@ def load(path: str) -> ml_collections.ConfigDict:
 def validate(cfg: ml_collections.ConfigDict) -> None:
   """Raises ConfigError naming the first field that cannot run."""
   _check_known_fields(cfg.to_dict(), base_config().to_dict(), prefix="")
+  _check_curve_fields(cfg.fits.curves)
+  _check_grid(cfg)
+  for name, rates in cfg.mixtures.items():
+    _check_rates(f"mixtures.{name}", rates)
+  _check_objective(cfg)
+  _check_training("pretrain", cfg.pretrain)
+  if finetunes(cfg):
+    _check_training("finetune", cfg.finetune)
+    _check_positive("finetune.steps", [cfg.finetune.steps])
+  _check_eval(cfg.eval)
+  for name in cfg.grid.size:
+    for shape in shape_variants(cfg):
+      resolve_size(cfg, name, shape)
+
+
+def finetunes(cfg: ml_collections.ConfigDict) -> bool:
+  """Whether any D_f of the grid asks for a finetune."""
+  return any(d_f > 0 for d_f in cfg.grid.D_f)
+
+
+def translation_section(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The section whose lengths translation examples are read at: the training run's
+  for translation from scratch, else the finetune's."""
+  return cfg.pretrain if cfg.pretrain.objective == "translation" else cfg.finetune
+
+
+def shape_variants(cfg: ml_collections.ConfigDict) -> list[dict[str, int]]:
+  """Every combination of the grid's shape axes, as ModelSize field overrides."""
+  variants = [{}]
+  for axis, field in SHAPE_AXES.items():
+    values = cfg.grid[axis]
+    if values:
+      variants = [dict(v, **{field: int(x)}) for v in variants for x in values]
+  return variants
+
+
+def resolve_size(cfg: ml_collections.ConfigDict, name: str, shape: dict | None = None):
+  """The ModelSize a grid size name means, with the shape axes applied."""
+  import dataclasses
+  from models import sizes as sizes_lib
+  field = f"sizes.{name}" if name in cfg.sizes else "grid.size"
+  try:
+    if name in cfg.sizes:
+      fields = dict(cfg.sizes[name].to_dict())
+      base = fields.pop("base", None)
+      size = (dataclasses.replace(sizes_lib.get(base), name=name, **fields) if base
+              else sizes_lib.ModelSize(name=name, **fields))
+    else:
+      size = sizes_lib.get(name)
+  except (TypeError, ValueError) as e:
+    raise ConfigError(f"{field}: {e}") from e
+  return _apply_shape(size, shape or {})
+
+
+def _apply_shape(size, shape: dict):
+  import dataclasses
+  from models import sizes as sizes_lib
+  if "num_encoder_layers" in shape and size.kind == sizes_lib.DECODER_ONLY:
+    raise ConfigError(f"grid.encoder_layers: size {size.name!r} is decoder-only (no encoder)")
+  if "d_model" in shape:  # keep head_dim and the d_ff / d_model ratio
+    d = shape["d_model"]
+    if d % size.head_dim:
+      raise ConfigError(f"grid.d_model={d} is not a multiple of size {size.name!r}'s "
+                        f"head_dim={size.head_dim}")
+    shape = dict(shape, num_heads=d // size.head_dim, d_ff=round(size.d_ff * d / size.d_model))
+  try:
+    return dataclasses.replace(size, **shape)
+  except ValueError as e:
+    axis = next(a for a, f in SHAPE_AXES.items() if f in shape)
+    raise ConfigError(f"grid.{axis}: {e}") from e
+
+
+def _check_curve_fields(curves: Mapping) -> None:
+  if not curves:
+    raise ConfigError("fits.curves is empty: name at least one curve to fit")
+  for name, fields in curves.items():
+    given = set(fields)
+    unknown, missing = given - set(CURVE_FIELDS), set(CURVE_FIELDS) - given
+    if unknown or missing:
+      problem = (f"unknown field {sorted(unknown)[0]!r}" if unknown
+                 else f"missing field {sorted(missing)[0]!r}")
+      raise ConfigError(f"fits.curves.{name}: {problem} (fields: {', '.join(CURVE_FIELDS)}; "
+                        "config.curve(...) fills the defaults)")
+
+
+def _check_grid(cfg: ml_collections.ConfigDict) -> None:
   grid = cfg.grid
-  for axis in GRID_AXES:
+  for axis in ("size", "D_p"):
     if not grid[axis]:
       raise ConfigError(f"grid.{axis} is empty: give at least one value")
   _check_increasing("grid.D_p", grid.D_p)
-  _check_positive("grid.D_f", grid.D_f)
+  for d_f in grid.D_f:
+    if not isinstance(d_f, int) or isinstance(d_f, bool) or d_f < 0:
+      raise ConfigError(f"grid.D_f must hold non-negative ints (0 = no finetune), got {d_f!r}")
+  for axis in SHAPE_AXES:
+    _check_positive(f"grid.{axis}", grid[axis])
+  if grid.mixture and grid.p:
+    raise ConfigError("grid.mixture and grid.p both set: the training data comes from one "
+                      "(p builds the mixture of grid.pair[0] and grid.pair[1])")
   for name in grid.mixture:
     if name not in cfg.mixtures:
       raise ConfigError(
           f"grid.mixture names {name!r}, which is not in config.mixtures "
           f"(defined: {sorted(cfg.mixtures)})")
-  for name, rates in cfg.mixtures.items():
-    _check_rates(f"mixtures.{name}", rates)
+  for p in grid.p:
+    if not isinstance(p, (int, float)) or isinstance(p, bool) or not 0.0 <= p <= 1.0:
+      raise ConfigError(f"grid.p must hold weights in [0, 1], got {p!r}")
+  if grid.p and len(grid.pair) != 2:
+    raise ConfigError(f"grid.p weighs two pairs, grid.pair[0] against grid.pair[1]; "
+                      f"grid.pair has {len(grid.pair)}")
   for pair in grid.pair:
     parse_pair(pair)
-  for section in ("pretrain", "finetune"):
-    _check_training(section, cfg[section])
+
+
+def _check_objective(cfg: ml_collections.ConfigDict) -> None:
+  objective, grid = cfg.pretrain.objective, cfg.grid
+  if objective not in OBJECTIVES:
+    raise ConfigError(f"pretrain.objective={objective!r} must be one of {OBJECTIVES}")
+  if objective != "translation" and not grid.mixture:
+    raise ConfigError(f"grid.mixture is empty: pretrain.objective={objective!r} trains on "
+                      "a mixture")
+  if grid.p and objective != "translation":
+    raise ConfigError("grid.p weighs translation pairs: it needs "
+                      "pretrain.objective='translation'")
+  evaluates_pairs = objective != "causal_lm" or finetunes(cfg)
+  if evaluates_pairs and not grid.pair:
+    raise ConfigError("grid.pair is empty: give the translation pairs to evaluate on")
+  if objective == "causal_lm" and grid.pair and not finetunes(cfg):
+    raise ConfigError("grid.pair is set but nothing translates: a causal LM is evaluated "
+                      "on held-out text unless grid.D_f finetunes it")
+  if finetunes(cfg) and objective == "translation" and (grid.p or not grid.mixture):
+    raise ConfigError("grid.D_f: finetuning a model trained from scratch on its own pairs "
+                      "is not a study shape here; use D_f=0")
+
+
+def _check_eval(ecfg: ml_collections.ConfigDict) -> None:
+  for field in ("max_examples", "batch_size", "max_decode_length", "lm_max_batches"):
+    value = ecfg[field]
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+      raise ConfigError(f"eval.{field} must be a positive int, got {value!r}")
+  if ecfg.decode not in DECODE_METHODS:
+    raise ConfigError(f"eval.decode={ecfg.decode!r} must be one of {DECODE_METHODS}")
 
 
 def parse_pair(pair: str) -> tuple[str, str]:
@@ -150,11 +321,11 @@ def _check_rates(field: str, rates: Mapping[str, float]) -> None:
 
 
 def _check_training(section: str, tcfg: ml_collections.ConfigDict) -> None:
-  for field in ("batch_size", "input_length", "target_length"):
-    _check_positive(f"{section}.{field}", [tcfg[field]])
-  if tcfg.optimizer not in ("adamw", "adafactor"):
-    raise ConfigError(f"{section}.optimizer must be 'adamw' or 'adafactor', got {tcfg.optimizer!r}")
-  if tcfg.schedule not in ("rsqrt", "constant"):
-    raise ConfigError(f"{section}.schedule must be 'rsqrt' or 'constant', got {tcfg.schedule!r}")
+  for field in ("batch_size", "input_length", "target_length", "log_every"):
+    value = tcfg[field]
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+      raise ConfigError(f"{section}.{field} must be a positive int, got {value!r}")
   if not tcfg.learning_rate > 0:
     raise ConfigError(f"{section}.learning_rate must be positive, got {tcfg.learning_rate!r}")
+  from scaling import optim  # the optimizers' and schedules' own rules
+  optim.check(section, tcfg)

@@ -54,40 +54,75 @@ class FinetuneSubset:
 class StudyInputs:
   cfg: ml_collections.ConfigDict
   vocab: object                  # seqio.SentencePieceVocabulary
-  mixtures: dict[str, str]       # config mixture name -> seqio mixture name
-  translate_tasks: dict[str, str]  # 'src-tgt' -> seqio task name
+  training: dict[str, list[str]]   # language or pair -> its training tasks (by objective)
+  translate_tasks: dict[str, str]  # 'src-tgt' -> seqio task name (finetune / eval data)
 
   @classmethod
   def build(cls, cfg: ml_collections.ConfigDict, workdir: epath.Path) -> "StudyInputs":
     """Loads (or trains) the vocabulary and registers every task the grid needs;
     a name the sources do not know fails here, before any compute."""
-    _check_span_lengths(cfg.pretrain)
+    objective = cfg.pretrain.objective
+    if objective == "span_corruption":
+      _check_span_lengths(cfg.pretrain)
     if cfg.data.source == "synthetic":
-      vocab, pretrain, translate = _synthetic_sources(cfg, workdir)
+      vocab, training, translate = _synthetic_sources(cfg, workdir)
     elif cfg.data.source in ("tfds", "files"):
-      vocab, pretrain, translate = _registered_sources(cfg)
+      vocab, training, translate = _registered_sources(cfg)
     else:
       raise config_lib.ConfigError(
           f"data.source={cfg.data.source!r} must be 'synthetic', 'tfds' or 'files'")
-    mixtures = {name: _register_mixture(cfg, name, pretrain) for name in cfg.mixtures}
     missing = [pair for pair in cfg.grid.pair if pair not in translate]
     if missing:
       raise config_lib.ConfigError(
           f"grid.pair {missing[0]!r} has no translation data (available: {sorted(translate)})")
-    return cls(cfg, vocab, mixtures, translate)
+    inputs = cls(cfg, vocab, training, translate)
+    for data in grid.training_data(cfg):
+      inputs.training_mixture(data)  # unknown names fail now
+    return inputs
 
   @property
   def model_vocab_size(self) -> int:
     return _VOCAB_MULTIPLE * math.ceil(self.vocab.vocab_size / _VOCAB_MULTIPLE)
 
+  @property
+  def lm(self) -> bool:
+    return self.cfg.pretrain.objective == "causal_lm"
+
   def translate_task(self, pair: str) -> str:
     return self.translate_tasks[pair]
 
-  def pretrain_batches(self, mixture: str, section: ml_collections.ConfigDict,
-                       seed: int) -> Iterator[dict]:
-    return tasks.get_batches(self.mixtures[mixture], "train", section.input_length,
+  def training_mixture(self, data: grid.TrainingData) -> str:
+    """The seqio Mixture of a training run: each share split evenly over its tasks."""
+    unknown = [name for name, _ in data.rates if name not in self.training]
+    if unknown:
+      field = f"mixtures.{data.label}" if self.cfg.grid.mixture else "grid.pair"
+      raise config_lib.ConfigError(
+          f"{field}: {unknown[0]!r} has no {self.cfg.pretrain.objective} training data "
+          f"(available: {', '.join(sorted(self.training))})")
+    rates = {task: share / len(self.training[name])
+             for name, share in data.rates for task in self.training[name]}
+    return tasks.register_mixture(
+        f"{self.cfg.name}_{_sanitize(data.label)}_{grid.stable_hash(rates, 8)}", rates)
+
+  def train_batches(self, data: grid.TrainingData, seed: int) -> Iterator[dict]:
+    section = self.cfg.pretrain
+    return tasks.get_batches(self.training_mixture(data), "train", section.input_length,
                              section.target_length, section.batch_size, seed=seed,
-                             shuffle=True, repeat=True)
+                             shuffle=True, repeat=True, lm=self.lm)
+
+  def lm_eval_sets(self, data: grid.TrainingData) -> list[tuple[float, Iterator[dict]]]:
+    """(share, batches) of each task of the training mixture, on the held-out split:
+    the LM loss is the share-weighted mean of their per-token losses."""
+    ecfg, section = self.cfg.eval, self.cfg.pretrain
+    sets = []
+    for name, share in data.rates:
+      for task in self.training[name]:
+        batches = tasks.get_batches(task, ecfg.lm_split, section.input_length,
+                                    section.target_length, ecfg.batch_size, seed=0,
+                                    shuffle=False, repeat=False, lm=True)
+        sets.append((share / len(self.training[name]),
+                     itertools.islice(batches, ecfg.lm_max_batches)))
+    return sets
 
   def finetune_subset(self, pair: str, d_f: int, section: ml_collections.ConfigDict) -> FinetuneSubset:
     """The first examples of the pair's training stream that hold D_f tokens."""
@@ -96,7 +131,7 @@ class StudyInputs:
     return FinetuneSubset(tasks.register_subset(task, n_examples), n_examples, n_tokens, section)
 
   def eval_batches(self, pair: str, ecfg: ml_collections.ConfigDict) -> Iterator[dict]:
-    section = self.cfg.finetune
+    section = config_lib.translation_section(self.cfg)
     batches = tasks.get_batches(self.translate_task(pair), ecfg.split, section.input_length,
                                 section.target_length, ecfg.batch_size, seed=0,
                                 shuffle=False, repeat=False)
@@ -109,7 +144,7 @@ class StudyInputs:
   def eval_examples(self, pair: str, ecfg: ml_collections.ConfigDict) -> EvalSet:
     examples = tasks.get_eval_examples(self.translate_task(pair), ecfg.split,
                                        limit=int(ecfg.max_examples))
-    length = self.cfg.finetune.input_length
+    length = config_lib.translation_section(self.cfg).input_length
     inputs_BS = np.zeros((len(examples), length), np.int32)
     for row, example in enumerate(examples):
       ids = _truncate_keep_eos(example["input_ids"], length)
@@ -124,8 +159,8 @@ class StudyInputs:
 
 
 def _synthetic_sources(cfg, workdir: epath.Path):
-  """The embedded world: its vocabulary, pretraining task per (language, domain), and
-  the translation task of every pair of the grid."""
+  """The embedded world: its vocabulary, the training tasks of each language or pair
+  for the study's objective, and the translation task of every pair."""
   try:
     world_cfg = synthetic.WorldConfig(**cfg.data.world.to_dict())
   except (TypeError, ValueError) as e:
@@ -140,18 +175,21 @@ def _synthetic_sources(cfg, workdir: epath.Path):
     if unknown:
       raise config_lib.ConfigError(
           f"{field}: {unknown[0]!r} is not a domain of the world {world_cfg.domains}")
-  pretrain = {lang: [tasks.pretrain_task_name(world_cfg, lang, d) for d in domains]
+  pairs = [f"{src}-{tgt}" for src, tgt in itertools.permutations(languages, 2)]
+  translate = {pair: tasks.translate_task_name(world_cfg, *pair.split("-"), finetune_domain)
+               for pair in pairs}
+  objective = cfg.pretrain.objective
+  if objective == "translation":  # from scratch, on the data it is tested on
+    return vocab, {pair: [task] for pair, task in translate.items()}, translate
+  training = {lang: [tasks.pretrain_task_name(world_cfg, lang, d, objective) for d in domains]
               for lang in languages}
-  # A mixture may also name a pair ('xa-ya'): that pair's parallel text, in the
-  # pretraining domains (T5-style multi-task pretraining, or web bitext).
-  for src, tgt in itertools.permutations(languages, 2):
-    pretrain[f"{src}-{tgt}"] = [tasks.translate_task_name(world_cfg, src, tgt, d) for d in domains]
-  translate = {}
-  for pair in cfg.grid.pair:
-    src, tgt = config_lib.parse_pair(pair)
-    if src in languages and tgt in languages and src != tgt:
-      translate[pair] = tasks.translate_task_name(world_cfg, src, tgt, finetune_domain)
-  return vocab, pretrain, translate
+  if objective == "span_corruption":
+    # A mixture may also name a pair ('xa-ya'): that pair's parallel text, in the
+    # pretraining domains (T5-style multi-task pretraining, or web bitext).
+    for pair in pairs:
+      training[pair] = [tasks.translate_task_name(world_cfg, *pair.split("-"), d)
+                        for d in domains]
+  return vocab, training, translate
 
 
 def _registered_sources(cfg):
@@ -163,24 +201,28 @@ def _registered_sources(cfg):
     raise config_lib.ConfigError(f"data.vocabulary: no file at {cfg.data.vocabulary!r}")
   vocab = seqio.SentencePieceVocabulary(str(cfg.data.vocabulary), extra_ids=vocab_lib.EXTRA_IDS)
   data_dir = cfg.data.tfds_data_dir or None
-  pretrain, translate = {}, {}
-  for lang, spec in cfg.data.pretrain_sources.items():
-    field = f"data.pretrain_sources.{lang}"
-    pretrain[lang] = [_wrap(field, _pretrain_task, cfg, lang, _plain(spec), vocab, data_dir)]
+  translate = {}
   for pair, spec in cfg.data.translation_sources.items():
     field = f"data.translation_sources.{pair}"
-    translate[pair] = _wrap(field, _translate_task, cfg, pair, _plain(spec), vocab, data_dir)
-  return vocab, pretrain, translate
+    translate[pair] = _checked(field, _translate_task, cfg, pair, _plain(spec), vocab, data_dir)
+  if cfg.pretrain.objective == "translation":
+    return vocab, {pair: [task] for pair, task in translate.items()}, translate
+  training = {}
+  for lang, spec in cfg.data.pretrain_sources.items():
+    field = f"data.pretrain_sources.{lang}"
+    training[lang] = [_checked(field, _pretrain_task, cfg, lang, _plain(spec), vocab, data_dir)]
+  return vocab, training, translate
 
 
 def _pretrain_task(cfg, lang: str, spec, vocab, data_dir) -> str:
-  name = _task_name(cfg, f"pretrain_{lang}", spec)
+  objective = cfg.pretrain.objective
+  name = _task_name(cfg, f"{objective}_{lang}", spec)
   if cfg.data.source == "files":
-    return tasks.register_text_pretraining(name, spec, vocab)
+    return tasks.register_text_pretraining(name, spec, vocab, objective)
   spec = {"name": spec} if isinstance(spec, str) else spec
   return tasks.register_tfds_pretraining(
       spec["name"], vocab, text_key=spec.get("text_key", "text"), splits=spec.get("splits"),
-      name=name, tfds_data_dir=data_dir)
+      name=name, tfds_data_dir=data_dir, objective=objective)
 
 
 def _translate_task(cfg, pair: str, spec, vocab, data_dir) -> str:
@@ -199,7 +241,7 @@ def _task_name(cfg, what: str, spec) -> str:
   return f"{cfg.data.source}_{what}_{digest}"
 
 
-def _wrap(field: str, fn, *args):
+def _checked(field: str, fn, *args):
   try:
     return fn(*args)
   except (KeyError, TypeError, ValueError) as e:
@@ -210,18 +252,8 @@ def _plain(spec):
   return spec.to_dict() if hasattr(spec, "to_dict") else spec
 
 
-def _register_mixture(cfg, name: str, pretrain: dict[str, list[str]]) -> str:
-  """A seqio Mixture: each language's rate split evenly over its tasks."""
-  shares = dict(cfg.mixtures[name])
-  unknown = [lang for lang in shares if lang not in pretrain]
-  if unknown:
-    raise config_lib.ConfigError(
-        f"mixtures.{name}: {unknown[0]!r} has no pretraining data "
-        f"(languages: {', '.join(sorted(pretrain))})")
-  total = sum(shares.values())
-  rates = {task: share / total / len(pretrain[lang])
-           for lang, share in shares.items() for task in pretrain[lang]}
-  return tasks.register_mixture(f"{cfg.name}_{name}_{grid.stable_hash(rates, 8)}", rates)
+def _sanitize(label: str) -> str:
+  return "".join(c if c.isalnum() else "_" for c in label)
 
 
 def _examples_for_tokens(task: str, d_f: int) -> tuple[int, int]:

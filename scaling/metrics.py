@@ -10,23 +10,17 @@ from collections.abc import Sequence
 import sacrebleu
 
 
-def corpus_bleu(hypotheses: Sequence[str], references: Sequence[str]) -> float:
-  """sacrebleu corpus BLEU (13a tokenization, exp smoothing) of one reference set."""
+def translation_scores(hypotheses: Sequence[str], references: Sequence[str]) -> dict:
+  """sacrebleu corpus BLEU (13a tokenization, exp smoothing) and chrF (beta 2) of one
+  reference set, with the BLEU signature that says how it was computed."""
   _check_pairs(hypotheses, references)
   # force: both sides are always raw, detokenized text here (decoded SentencePiece
   # vs. the data's own references), whatever their punctuation spacing looks like.
-  return float(sacrebleu.corpus_bleu(list(hypotheses), [list(references)], force=True).score)
-
-
-def corpus_chrf(hypotheses: Sequence[str], references: Sequence[str]) -> float:
-  """sacrebleu corpus chrF (character n-gram F-score, beta 2)."""
-  _check_pairs(hypotheses, references)
-  return float(sacrebleu.corpus_chrf(list(hypotheses), [list(references)]).score)
-
-
-def bleu_signature() -> str:
-  """The sacrebleu signature that identifies how BLEU was computed."""
-  return str(sacrebleu.BLEU().get_signature())
+  bleu = sacrebleu.BLEU(force=True)
+  refs = [list(references)]
+  return dict(bleu=float(bleu.corpus_score(list(hypotheses), refs).score),
+              chrf=float(sacrebleu.CHRF().corpus_score(list(hypotheses), refs).score),
+              sacrebleu=str(bleu.get_signature()))
 
 
 def _check_pairs(hypotheses: Sequence[str], references: Sequence[str]) -> None:

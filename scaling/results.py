@@ -8,17 +8,35 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from typing import Any
 
 import pandas as pd
 from etils import epath
 
 COLUMNS = (
-    "key", "status", "size", "N", "N_nonembed", "mixture", "pair", "D_p", "D_p_seen",
-    "D_f", "ce", "bleu", "chrf", "flops", "wall_s", "pretrain_key", "finetune_key",
-    "config_hash", "error",
+    "key", "status", "kind", "size", "N", "N_e", "N_d", "N_nonembed", "d_model",
+    "encoder_layers", "decoder_layers", "mixture", "rates", "p", "pair", "objective",
+    "D_p", "D_p_seen", "D_f", "D_f_seen", "ce", "bleu", "chrf", "loss", "bits_per_token",
+    "flops", "schedule", "branch", "decode", "sacrebleu", "wall_s", "pretrain_key",
+    "finetune_key", "config_hash", "error",
 )
+SORT_BY = ("size", "encoder_layers", "decoder_layers", "d_model", "mixture", "pair", "D_f",
+           "D_p")
+
+
+_TRANSLATION_ONLY = ("p", "ce", "bleu", "chrf", "decode", "sacrebleu")
+_LM_ONLY = ("loss", "bits_per_token")
+_FINETUNE_ONLY = ("D_f_seen", "finetune_key")
+
+
+def produced_columns(*, translation: bool, lm: bool, finetunes: bool) -> set[str]:
+  """The columns a study's rows fill, given what it evaluates."""
+  columns = set(COLUMNS) - set(_TRANSLATION_ONLY + _LM_ONLY + _FINETUNE_ONLY) - {"error"}
+  for wanted, only in ((translation, _TRANSLATION_ONLY), (lm, _LM_ONLY),
+                       (finetunes, _FINETUNE_ONLY)):
+    if wanted:
+      columns |= set(only)
+  return columns
 
 
 def results_dir(workdir: epath.PathLike) -> epath.Path:
@@ -38,7 +56,7 @@ def write_row(workdir: epath.PathLike, row: dict[str, Any]) -> epath.Path:
   path.parent.mkdir(parents=True, exist_ok=True)
   tmp = path.parent / f".{path.name}.tmp"
   tmp.write_text(json.dumps({c: _clean(row.get(c)) for c in COLUMNS}, indent=1, sort_keys=True))
-  os.replace(os.fspath(tmp), os.fspath(path))
+  tmp.replace(path)
   return path
 
 
@@ -52,8 +70,7 @@ def load(workdir: epath.PathLike) -> pd.DataFrame:
   folder = results_dir(workdir)
   rows = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))] if folder.exists() else []
   frame = pd.DataFrame(rows, columns=list(COLUMNS))
-  sort_by = ["size", "mixture", "pair", "D_f", "D_p"]
-  return frame.sort_values(sort_by, kind="stable").reset_index(drop=True)
+  return frame.sort_values(list(SORT_BY), kind="stable").reset_index(drop=True)
 
 
 def _clean(value: Any) -> Any:

@@ -1,18 +1,20 @@
-"""Run a study's stages in order, skipping every stage already complete.
+"""Run a study's stages in dependency order, skipping every stage already complete.
 
-Errors are contained per stage: a failed pretraining marks its dependants failed
-in the results, the rest of the grid goes on, and nothing already computed is lost.
+Errors are contained per stage: a failed stage marks its dependants failed (their
+rows say so), the rest of the grid goes on, and nothing already computed is lost.
 """
 from __future__ import annotations
 
 import dataclasses
 import time
 import traceback
+from collections.abc import Callable, Iterator
 
 import jax
 import ml_collections
 from etils import epath
 
+from scaling import config as config_lib
 from scaling import grid
 from scaling import inputs
 from scaling import mesh as mesh_lib
@@ -30,72 +32,121 @@ class Summary:
   wall_s: float = 0.0
 
 
+@dataclasses.dataclass(frozen=True)
+class StageKind:
+  name: str
+  complete: Callable[[stages.Context, object], bool]
+  run: Callable[[stages.Context, object, str], object]
+
+
+KINDS = {
+    grid.Train: StageKind(
+        "train", lambda ctx, s: not stages.train_missing(ctx.cfg, ctx.workdir, s), stages.run_train),
+    grid.Cooldown: StageKind(
+        "cooldown", lambda ctx, s: stages.cooldown_complete(ctx.workdir, s), stages.run_cooldown),
+    grid.Finetune: StageKind(
+        "finetune", lambda ctx, s: stages.finetune_complete(ctx.workdir, s), stages.run_finetune),
+    grid.Evaluate: StageKind(
+        "evaluate", lambda ctx, s: stages.evaluate_complete(ctx.workdir, s), stages.run_evaluate),
+}
+
+
 def prepare(cfg: ml_collections.ConfigDict,
             workdir: epath.PathLike) -> tuple[stages.Context, grid.Plan]:
   """Everything checked and built before any training: plan, sizes, mesh, data, laws."""
   plan = grid.expand(cfg)  # validates the config
+  report.check_curves(cfg, produced_columns(plan))
   workdir = epath.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   mesh_cfg = mesh_lib.MeshConfig(**cfg.mesh.to_dict())
+  _check_mesh(cfg, mesh_cfg, plan)
   mesh = mesh_lib.make_mesh(mesh_cfg)
   data = inputs.StudyInputs.build(cfg, workdir)
   ctx = stages.Context(cfg, workdir, data, mesh)
-  for name in cfg.grid.size:
-    size = ctx.size(name)  # unknown size -> ValueError naming it
-    for section in ("pretrain", "finetune", "eval"):
-      try:
-        mesh_lib.validate(mesh_cfg, size, jax.device_count(),
-                          batch_size=int(cfg[section].batch_size))
-      except ValueError as e:
-        raise ValueError(f"mesh / {section}.batch_size: {e}") from e
-  report.check_laws(cfg)
   ctx.peak_flops = train.matmul_peak_flops()
   print(f"study {cfg.name}: {plan.n_stages} stages on mesh {mesh_lib.describe(mesh)}; "
         f"measured matmul peak {ctx.peak_flops / 1e9:,.0f} GFLOP/s (for MFU)", flush=True)
   return ctx, plan
 
 
+def produced_columns(plan: grid.Plan) -> set[str]:
+  return results.produced_columns(translation=any(e.pair for e in plan.evaluates),
+                                  lm=any(not e.pair for e in plan.evaluates),
+                                  finetunes=bool(plan.finetunes))
+
+
+def _check_mesh(cfg, mesh_cfg: mesh_lib.MeshConfig, plan: grid.Plan) -> None:
+  sections = ["pretrain", "eval"] + (["finetune"] if plan.finetunes else [])
+  for stage in plan.trains:
+    for section in sections:
+      try:
+        mesh_lib.validate(mesh_cfg, stage.size, jax.device_count(),
+                          batch_size=int(cfg[section].batch_size))
+      except ValueError as e:
+        raise config_lib.ConfigError(f"mesh / {section}.batch_size: {e}") from e
+
+
 def run(cfg: ml_collections.ConfigDict, workdir: epath.PathLike) -> Summary:
   """Runs (or resumes) the whole study, then writes the fitted-law tables and plots."""
-  t0 = time.perf_counter()
+  start = time.perf_counter()
   ctx, plan = prepare(cfg, workdir)
   summary = Summary()
-  failed_pretrains, failed_finetunes = set(), set()
-  n, i = plan.n_stages, 0
-  for stage in plan.pretrains:
-    i += 1
-    label = f"[{i}/{n}] pretrain size={stage.size} mixture={stage.mixture}"
-    if not stages.pretrain_missing(ctx.workdir, stage):
-      _skip(label, summary)
-    elif not _attempt(label, summary, stages.run_pretrain, ctx, stage, label):
-      failed_pretrains.add(stage.key)
-  # Each finetune is evaluated at once, so rows arrive while the grid runs.
-  for fin, evaluate in zip(plan.finetunes, plan.evaluates):
-    i += 1
-    where = (f"size={fin.pretrain.size} mixture={fin.pretrain.mixture} D_p={fin.D_p:,} "
-             f"pair={fin.pair} D_f={fin.D_f:,}")
-    label = f"[{i}/{n}] finetune {where}"
-    if fin.pretrain.key in failed_pretrains:
-      failed_finetunes.add(fin.key)
-      _skip(label + " (pretraining failed)", summary, failed=True)
-    elif stages.finetune_complete(ctx.workdir, fin):
-      _skip(label, summary)
-    elif not _attempt(label, summary, stages.run_finetune, ctx, fin, label):
-      failed_finetunes.add(fin.key)
-    i += 1
-    label = f"[{i}/{n}] evaluate {where}"
-    if fin.key in failed_finetunes:
-      _write_failed_row(ctx, evaluate, "an earlier stage failed")
-      _skip(label + " (an earlier stage failed)", summary, failed=True)
-    elif stages.evaluate_complete(ctx.workdir, evaluate):
-      _skip(label, summary)
-    elif not _attempt(label, summary, stages.run_evaluate, ctx, evaluate, label):
-      _write_failed_row(ctx, evaluate, "evaluation failed")
+  failed: set[str] = set()
+  ordered = list(_in_order(plan))
+  for i, stage in enumerate(ordered, start=1):
+    kind = KINDS[type(stage)]
+    label = f"[{i}/{len(ordered)}] {kind.name} {_where(stage)}"
+    upstream = _upstream(stage)
+    if upstream is not None and upstream.key in failed:
+      failed.add(stage.key)
+      _fail_without_running(ctx, stage, label, summary)
+    elif kind.complete(ctx, stage):
+      summary.skipped += 1
+      print(f"{label}  (complete, skipped)", flush=True)
+    elif not _attempt(label, summary, kind.run, ctx, stage, label):
+      failed.add(stage.key)
+      if isinstance(stage, grid.Evaluate):
+        _write_failed_row(ctx, stage, "evaluation failed")
   report.write(cfg, ctx.workdir, results.load(ctx.workdir))
-  summary.wall_s = time.perf_counter() - t0
+  summary.wall_s = time.perf_counter() - start
   print(f"done: {summary.ran} stages ran, {summary.skipped} skipped, {summary.failed} failed "
         f"in {summary.wall_s:.0f} s; results in {ctx.workdir}", flush=True)
   return summary
+
+
+def _in_order(plan: grid.Plan) -> Iterator:
+  """Training runs and cooldowns first; then each evaluation right after its
+  finetune, so rows arrive while the grid runs."""
+  yield from plan.trains
+  yield from plan.cooldowns
+  for evaluate in plan.evaluates:
+    if evaluate.weights.finetune is not None:
+      yield evaluate.weights.finetune
+    yield evaluate
+
+
+def _upstream(stage):
+  if isinstance(stage, grid.Cooldown):
+    return stage.train
+  if isinstance(stage, grid.Finetune):
+    return stage.source.stage
+  if isinstance(stage, grid.Evaluate):
+    return stage.weights.stage
+  return None
+
+
+def _where(stage) -> str:
+  if isinstance(stage, grid.Train):
+    shape = "".join(f" {k}={v}" for k, v in stage.shape)
+    return f"size={stage.size_name}{shape} data={stage.data.label}"
+  if isinstance(stage, grid.Cooldown):
+    return f"{_where(stage.train)} D_p={stage.D_p:,}"
+  if isinstance(stage, grid.Finetune):
+    return f"{_where(stage.source.train)} D_p={stage.source.D_p:,} pair={stage.pair} D_f={stage.D_f:,}"
+  weights = stage.weights
+  tail = f" D_f={weights.finetune.D_f:,}" if weights.finetune else ""
+  what = f"pair={stage.pair}" if stage.pair else "held-out LM loss"
+  return f"{_where(weights.train)} D_p={weights.D_p:,}{tail} {what}"
 
 
 def _attempt(label: str, summary: Summary, fn, *args) -> bool:
@@ -112,31 +163,37 @@ def _attempt(label: str, summary: Summary, fn, *args) -> bool:
   return True
 
 
-def _skip(label: str, summary: Summary, failed: bool = False) -> None:
-  if failed:
-    summary.failed += 1
-  else:
-    summary.skipped += 1
-    print(f"{label}  (complete, skipped)", flush=True)
+def _fail_without_running(ctx: stages.Context, stage, label: str, summary: Summary) -> None:
+  summary.failed += 1
+  print(f"{label}  (an earlier stage failed)", flush=True)
+  if isinstance(stage, grid.Evaluate):
+    _write_failed_row(ctx, stage, "an earlier stage failed")
 
 
 def _write_failed_row(ctx: stages.Context, stage: grid.Evaluate, why: str) -> None:
-  fin = stage.finetune
-  results.write_row(ctx.workdir, dict(
-      key=stage.key, status="failed", size=fin.pretrain.size, mixture=fin.pretrain.mixture,
-      pair=fin.pair, D_p=fin.D_p, D_f=fin.D_f, pretrain_key=fin.pretrain.key,
-      finetune_key=fin.key, config_hash=grid.stable_hash(stage.fields), error=why))
+  row = stages.describe(ctx.cfg, ctx.workdir, stage)
+  results.write_row(ctx.workdir, dict(row, status="failed", error=why))
 
 
 def status(cfg: ml_collections.ConfigDict, workdir: epath.PathLike) -> None:
   """Prints which stages of the study are complete, without building anything."""
   plan = grid.expand(cfg)
   workdir = epath.Path(workdir)
-  done_pre = sum(not stages.pretrain_missing(workdir, s) for s in plan.pretrains)
-  done_fin = sum(stages.finetune_complete(workdir, s) for s in plan.finetunes)
+  done = {name: 0 for name in ("train", "cooldown", "finetune")}
+  totals = {"train": len(plan.trains), "cooldown": len(plan.cooldowns),
+            "finetune": len(plan.finetunes)}
+  for stage in (*plan.trains, *plan.cooldowns, *plan.finetunes):
+    kind = KINDS[type(stage)]
+    done[kind.name] += kind.complete(_StatusContext(cfg, workdir), stage)
   rows = [results.read_row(workdir, s.key) for s in plan.evaluates]
   done_eval = sum(r is not None and r["status"] == "ok" for r in rows)
-  failed = sum(r is not None and r["status"] == "failed" for r in rows)
-  print(f"pretrain {done_pre}/{len(plan.pretrains)}  finetune {done_fin}/{len(plan.finetunes)}  "
-        f"evaluate {done_eval}/{len(plan.evaluates)} ({failed} failed)")
+  failed = sum(r is not None and r["status"] != "ok" for r in rows)
+  parts = [f"{name} {done[name]}/{totals[name]}" for name in done if totals[name]]
+  print("  ".join(parts) + f"  evaluate {done_eval}/{len(plan.evaluates)} ({failed} failed)")
 
+
+@dataclasses.dataclass
+class _StatusContext:
+  """What the completion checks read: no data or mesh is built for `status`."""
+  cfg: ml_collections.ConfigDict
+  workdir: epath.Path

@@ -1,31 +1,33 @@
-"""What each stage of a study does: pretrain, finetune, evaluate.
+"""What each stage of a study does: train, cool down, finetune, evaluate.
 
 Each stage reads its inputs from the workdir, writes its outputs there, and knows
 whether it is complete, so the runner can skip it on a re-run.
 
-    <workdir>/pretrain/<key>/    orbax checkpoints, one step per D_p (tokens)
+    <workdir>/pretrain/<key>/    orbax checkpoints of a training run, one per save point
+                                 (the D_p budgets, or WSD's branch points), in tokens
+    <workdir>/cooldown/<key>/    a WSD decay branch's checkpoint at its budget D_p
     <workdir>/finetune/<key>/    orbax checkpoint of the finetuned model
     <workdir>/results/<key>.json one row per evaluation
 """
 from __future__ import annotations
 
 import dataclasses
-import time
+import json
+import math
 from collections.abc import Iterator
 
 import jax
 import ml_collections
-import numpy as np
 from etils import epath
 
 from models import accounting
-from models import sizes as sizes_lib
 from scaling import checkpoint
+from scaling import evaluate
 from scaling import grid
-from scaling import metrics
+from scaling import inputs
+from scaling import optim
 from scaling import results
 from scaling import train
-from scaling import inputs
 
 
 @dataclasses.dataclass
@@ -37,70 +39,107 @@ class Context:
   mesh: jax.sharding.Mesh
   peak_flops: float | None = None
 
-  def size(self, name: str) -> sizes_lib.ModelSize:
-    return dataclasses.replace(sizes_lib.get(name), vocab_size=self.data.model_vocab_size,
+  def trainer(self, stage: grid.Train, section: str) -> train.Trainer:
+    size = dataclasses.replace(stage.size, vocab_size=self.data.model_vocab_size,
                                dropout_rate=float(self.cfg.model.dropout_rate))
-
-  def trainer(self, size_name: str, section: str) -> train.Trainer:
-    model_cfg = train.ModelConfig(self.size(size_name), self.cfg.model.dtype,
-                                  self.cfg.model.param_dtype)
+    model_cfg = train.ModelConfig(size, self.cfg.model.dtype, self.cfg.model.param_dtype)
     return train.get_trainer(model_cfg, train.StepConfig.from_section(self.cfg[section]),
                              self.mesh, int(self.cfg.seed))
 
-
-def pretrain_dir(workdir: epath.Path, stage: grid.Pretrain) -> epath.Path:
-  return workdir / "pretrain" / stage.key
-
-
-def finetune_dir(workdir: epath.Path, stage: grid.Finetune) -> epath.Path:
-  return workdir / "finetune" / stage.key
+  def progress(self, label: str, section: str, total_steps: int | None = None) -> train.Progress:
+    return train.Progress(label, self.cfg[section].log_every, total_steps=total_steps,
+                          peak_flops=self.peak_flops)
 
 
-# ---------------------------------------------------------------- pretrain
-
-def pretrain_missing(workdir: epath.Path, stage: grid.Pretrain) -> list[int]:
-  saved = set(checkpoint.steps(pretrain_dir(workdir, stage)))
-  return [d for d in stage.D_p if d not in saved]
+_FOLDERS = {grid.Train: "pretrain", grid.Cooldown: "cooldown", grid.Finetune: "finetune"}
 
 
-def run_pretrain(ctx: Context, stage: grid.Pretrain, label: str) -> None:
-  """One run per (size, mixture); saves a checkpoint when tokens seen reach each D_p.
-
-  A run interrupted after some checkpoints resumes from the last one before the
-  first missing D_p, replaying the deterministic data stream up to it.
-  """
-  targets = pretrain_missing(ctx.workdir, stage)
-  trainer = ctx.trainer(stage.size, "pretrain")
-  size = trainer.model_cfg.size
-  state, seen = _pretrain_start(ctx, stage, trainer, targets[0])
-  batches = ctx.data.pretrain_batches(stage.mixture, ctx.cfg.pretrain, seed=ctx.cfg.seed)
-  _skip(batches, int(state.step))
-  progress = train.Progress(label, ctx.cfg.pretrain.log_every, peak_flops=ctx.peak_flops)
-  t0 = time.perf_counter() - seen["wall_s"]
-  tokens, flops, step = seen["tokens"], seen["flops"], int(state.step)
-  while targets:
-    batch = next(batches)
-    state, step_metrics = trainer.step(state, batch)
-    n, f = train.batch_tokens(batch), train.batch_flops(size, batch)
-    tokens, flops, step = tokens + n, flops + f, step + 1
-    progress.update(step, step_metrics, n, f, force=tokens >= targets[-1])
-    while targets and tokens >= targets[0]:
-      d_p = targets.pop(0)
-      checkpoint.save(pretrain_dir(ctx.workdir, stage), d_p,
-                      dict(model=state.model, optimizer=state.optimizer),
-                      dict(tokens=tokens, flops=flops, wall_s=time.perf_counter() - t0, step=step))
-      print(f"{label}  checkpoint D_p={d_p:,} saved at {tokens:,} tokens", flush=True)
+def stage_dir(workdir: epath.Path, stage) -> epath.Path:
+  return workdir / _FOLDERS[type(stage)] / stage.key
 
 
-def _pretrain_start(ctx: Context, stage: grid.Pretrain, trainer: train.Trainer, first_missing: int):
-  out = pretrain_dir(ctx.workdir, stage)
-  earlier = [d for d in checkpoint.steps(out) if d < first_missing]
+def _weights_checkpoint(workdir: epath.Path, weights: grid.Weights) -> tuple[epath.Path, int]:
+  """The folder and step of the checkpoint holding `weights`."""
+  folder = stage_dir(workdir, weights.stage)
+  if isinstance(weights.stage, grid.Finetune):
+    return folder, checkpoint.steps(folder)[-1]
+  return folder, weights.D_p
+
+
+# ---------------------------------------------------------------- train
+
+def save_points(cfg: ml_collections.ConfigDict, stage: grid.Train) -> list[int]:
+  """Token counts at which the run saves: each budget D_p, or under WSD each budget's
+  branch point, where its cooldown leaves the stable phase (Hägele et al. 2024)."""
+  if cfg.pretrain.schedule != "wsd":
+    return list(stage.D_p)
+  keep = 1.0 - float(cfg.pretrain.cooldown_fraction)
+  return sorted({max(1, round(keep * d_p)) for d_p in stage.D_p})
+
+
+def train_missing(cfg: ml_collections.ConfigDict, workdir: epath.Path,
+                  stage: grid.Train) -> list[int]:
+  saved = set(checkpoint.steps(stage_dir(workdir, stage)))
+  return [point for point in save_points(cfg, stage) if point not in saved]
+
+
+def run_train(ctx: Context, stage: grid.Train, label: str) -> None:
+  """One run per (size, shape, data); saves a checkpoint when the tokens seen reach
+  each save point. A run interrupted after some checkpoints resumes from the last one
+  before the first missing point, replaying the deterministic data stream up to it."""
+  points = train_missing(ctx.cfg, ctx.workdir, stage)
+  trainer = ctx.trainer(stage, "pretrain")
+  state, counters = _resume(ctx, stage, trainer, points[0])
+  batches = ctx.data.train_batches(stage.data, seed=ctx.cfg.seed)
+  _skip(batches, counters.step)
+  folder = stage_dir(ctx.workdir, stage)
+
+  def save_reached(state: train.TrainState, counters: train.Counters) -> None:
+    while points and counters.tokens >= points[0]:
+      point = points.pop(0)
+      checkpoint.save(folder, point, dict(model=state.model, optimizer=state.optimizer),
+                      dataclasses.asdict(counters))
+      print(f"{label}  checkpoint at {point:,} tokens saved ({counters.tokens:,} seen)",
+            flush=True)
+
+  horizon = max(stage.D_p)
+  train.train(trainer, state, batches, counters, until=lambda c: not points,
+              learning_rate=lambda c: _learning_rate(ctx.cfg.pretrain, c, horizon),
+              progress=ctx.progress(label, "pretrain"), on_step=save_reached)
+
+
+def _resume(ctx: Context, stage: grid.Train, trainer: train.Trainer, first_missing: int):
+  folder = stage_dir(ctx.workdir, stage)
+  earlier = [p for p in checkpoint.steps(folder) if p < first_missing]
   if not earlier:
-    return trainer.init(ctx.cfg.seed), dict(tokens=0, flops=0.0, wall_s=0.0)
-  items, meta = checkpoint.restore(out, max(earlier), dict(
+    return trainer.init(ctx.cfg.seed), train.Counters()
+  return _restore_state(trainer, folder, max(earlier))
+
+
+def _restore_state(trainer: train.Trainer, folder: epath.Path, step: int):
+  items, meta = checkpoint.restore(folder, step, dict(
       model=trainer.abstract_model_state, optimizer=trainer.abstract_state.optimizer))
-  state = train.TrainState(items["model"], **items["optimizer"])
-  return state, dict(tokens=meta["tokens"], flops=meta["flops"], wall_s=meta["wall_s"])
+  return train.TrainState(items["model"], **items["optimizer"]), _counters(meta)
+
+
+def _counters(meta: dict) -> train.Counters:
+  return train.Counters(**{f.name: meta[f.name] for f in dataclasses.fields(train.Counters)})
+
+
+def _learning_rate(section: ml_collections.ConfigDict, counters: train.Counters,
+                   budget: int) -> float:
+  """The rate of the next update. Schedules with a horizon (cosine) reach it at the
+  token budget: its length in steps is estimated from the tokens per step so far."""
+  return optim.learning_rate_at(train.StepConfig.from_section(section), counters.step,
+                                _steps_for(section, counters, budget))
+
+
+def _steps_for(section: ml_collections.ConfigDict, counters: train.Counters, budget: int) -> int:
+  if counters.step:
+    per_step = counters.tokens / counters.step
+  else:  # a full batch, until the first one is seen
+    per_step = section.batch_size * (section.input_length + section.target_length)
+  return max(1, math.ceil(budget / per_step))
 
 
 def _skip(batches: Iterator, n: int) -> None:
@@ -108,29 +147,57 @@ def _skip(batches: Iterator, n: int) -> None:
     next(batches)
 
 
+# ---------------------------------------------------------------- cooldown (WSD)
+
+def cooldown_complete(workdir: epath.Path, stage: grid.Cooldown) -> bool:
+  return bool(checkpoint.steps(stage_dir(workdir, stage)))
+
+
+def run_cooldown(ctx: Context, stage: grid.Cooldown, label: str) -> None:
+  """From the stable run's checkpoint at this budget's branch point, decays the
+  learning rate to 0 while the run goes on to D_p tokens (same data stream)."""
+  section = ctx.cfg.pretrain
+  trainer = ctx.trainer(stage.train, "pretrain")
+  branch = max(1, round((1.0 - float(section.cooldown_fraction)) * stage.D_p))
+  state, counters = _restore_state(trainer, stage_dir(ctx.workdir, stage.train), branch)
+  batches = ctx.data.train_batches(stage.train.data, seed=ctx.cfg.seed)
+  _skip(batches, counters.step)
+  # Chosen so that WSD's own branch step for this length is the step we branch at.
+  total_steps = max(counters.step + 1, round(counters.step / (1.0 - section.cooldown_fraction)))
+  step_cfg = train.StepConfig.from_section(section)
+  state = train.train(
+      trainer, state, batches, counters, until=lambda c: c.tokens >= stage.D_p,
+      learning_rate=lambda c: optim.learning_rate_at(step_cfg, c.step, total_steps),
+      progress=ctx.progress(label, "pretrain"))
+  checkpoint.save(stage_dir(ctx.workdir, stage), stage.D_p, dict(model=state.model),
+                  dict(dataclasses.asdict(counters), branch_tokens=branch))
+
+
 # ---------------------------------------------------------------- finetune
 
 def finetune_complete(workdir: epath.Path, stage: grid.Finetune) -> bool:
-  return bool(checkpoint.steps(finetune_dir(workdir, stage)))
+  return bool(checkpoint.steps(stage_dir(workdir, stage)))
 
 
 def run_finetune(ctx: Context, stage: grid.Finetune, label: str) -> None:
-  """Starts from the pretraining checkpoint at D_p; trains on D_f tokens of the pair."""
+  """Starts from the weights at D_p; trains `finetune.steps` updates on D_f tokens of
+  the pair (a prefix LM for decoder-only models)."""
   section = ctx.cfg.finetune
-  trainer = ctx.trainer(stage.pretrain.size, "finetune")
-  items, _ = checkpoint.restore(pretrain_dir(ctx.workdir, stage.pretrain), stage.D_p,
-                                dict(model=trainer.abstract_model_state))
+  trainer = ctx.trainer(stage.source.train, "finetune")
+  folder, step = _weights_checkpoint(ctx.workdir, stage.source)
+  items, _ = checkpoint.restore(folder, step, dict(model=trainer.abstract_model_state))
   state = trainer.start_from(items["model"])
   subset = ctx.data.finetune_subset(stage.pair, stage.D_f, section)
   batches = subset.batches(section.batch_size, seed=ctx.cfg.seed)
-  progress = train.Progress(label, section.log_every, total_steps=section.steps,
-                            peak_flops=ctx.peak_flops)
-  t0 = time.perf_counter()
-  state, tokens, flops = train.train(
-      trainer, state, batches, until=lambda step, _: step >= section.steps, progress=progress)
-  checkpoint.save(finetune_dir(ctx.workdir, stage), section.steps, dict(model=state.model),
-                  dict(tokens=tokens, flops=flops, wall_s=time.perf_counter() - t0,
-                       examples=subset.n_examples, subset_tokens=subset.n_tokens))
+  counters = train.Counters()
+  step_cfg = train.StepConfig.from_section(section)
+  state = train.train(
+      trainer, state, batches, counters, until=lambda c: c.step >= section.steps,
+      learning_rate=lambda c: optim.learning_rate_at(step_cfg, c.step, section.steps),
+      progress=ctx.progress(label, "finetune", total_steps=section.steps))
+  checkpoint.save(stage_dir(ctx.workdir, stage), section.steps, dict(model=state.model),
+                  dict(dataclasses.asdict(counters), examples=subset.n_examples,
+                       subset_tokens=subset.n_tokens))
 
 
 # ---------------------------------------------------------------- evaluate
@@ -141,53 +208,59 @@ def evaluate_complete(workdir: epath.Path, stage: grid.Evaluate) -> bool:
 
 
 def run_evaluate(ctx: Context, stage: grid.Evaluate, label: str) -> dict:
-  """Test-set cross-entropy and sacrebleu BLEU / chrF on decoded text; writes the row."""
-  fin = stage.finetune
-  trainer = ctx.trainer(fin.pretrain.size, "finetune")
-  t0 = time.perf_counter()
-  fin_dir = finetune_dir(ctx.workdir, fin)
-  items, fin_meta = checkpoint.restore(fin_dir, checkpoint.steps(fin_dir)[-1],
-                                       dict(model=trainer.abstract_model_state))
-  model_state = items["model"]
-  ecfg = ctx.cfg.eval
-  ce = train.mean_cross_entropy(trainer, model_state, ctx.data.eval_batches(fin.pair, ecfg))
-  hypotheses, references = translate(ctx, trainer, model_state, fin.pair)
-  bleu = metrics.corpus_bleu(hypotheses, references)
-  chrf = metrics.corpus_chrf(hypotheses, references)
-  pre_meta = checkpoint.read_meta(pretrain_dir(ctx.workdir, fin.pretrain), fin.D_p)
-  size = trainer.model_cfg.size
-  counts = accounting.param_counts(size)
-  row = dict(
-      key=stage.key, status="ok", size=fin.pretrain.size, N=counts["total"],
-      N_nonembed=counts["non_embedding"], mixture=fin.pretrain.mixture, pair=fin.pair,
-      D_p=fin.D_p, D_p_seen=pre_meta["tokens"], D_f=fin.D_f, ce=ce, bleu=bleu, chrf=chrf,
-      flops=pre_meta["flops"] + fin_meta["flops"],
-      wall_s=pre_meta["wall_s"] + fin_meta["wall_s"] + (time.perf_counter() - t0),
-      pretrain_key=fin.pretrain.key, finetune_key=fin.key,
-      config_hash=grid.stable_hash(stage.fields))
+  """Translation metrics on the pair, or held-out LM loss; writes the row."""
+  trainer = ctx.trainer(stage.weights.train, "finetune" if stage.weights.finetune else "pretrain")
+  folder, step = _weights_checkpoint(ctx.workdir, stage.weights)
+  items, _ = checkpoint.restore(folder, step, dict(model=trainer.abstract_model_state))
+  if stage.pair:
+    scores = evaluate.translation(ctx.data, trainer, items["model"], stage.pair)
+    hypothesis, reference = scores.pop("example")
+    shown = (f"ce {scores['ce']:.3f}  BLEU {scores['bleu']:.2f}  chrF {scores['chrf']:.2f}  "
+             f"e.g. {hypothesis!r} <- ref {reference!r}")
+  else:
+    scores = evaluate.language_model(ctx.data, trainer, items["model"], stage.weights.train.data)
+    shown = f"loss {scores['loss']:.3f}  ({scores['bits_per_token']:.3f} bits/token)"
+  row = dict(describe(ctx.cfg, ctx.workdir, stage), status="ok", **scores)
   results.write_row(ctx.workdir, row)
-  print(f"{label}  ce {ce:.3f}  BLEU {bleu:.2f}  chrF {chrf:.2f}  "
-        f"e.g. {hypotheses[0]!r} <- ref {references[0]!r}", flush=True)
+  print(f"{label}  {shown}", flush=True)
   return row
 
 
-def translate(ctx: Context, trainer: train.Trainer, model_state,
-              pair: str) -> tuple[list[str], list[str]]:
-  """Greedy-decodes the eval split and detokenizes: (hypotheses, references)."""
-  ecfg = ctx.cfg.eval
-  examples = ctx.data.eval_examples(pair, ecfg)
-  hypotheses = []
-  for start in range(0, len(examples.inputs_BS), ecfg.batch_size):
-    chunk = examples.inputs_BS[start:start + ecfg.batch_size]
-    padded = _pad_rows(chunk, ecfg.batch_size)
-    tokens_BT = trainer.decode(model_state, padded, ecfg.max_decode_length)[:len(chunk)]
-    hypotheses.extend(ctx.data.detokenize(row) for row in tokens_BT)
-  return hypotheses, list(examples.references)
+def describe(cfg: ml_collections.ConfigDict, workdir: epath.Path, stage: grid.Evaluate) -> dict:
+  """Every column of a row that says what was evaluated (and what it cost, once run)."""
+  weights, train_stage = stage.weights, stage.weights.train
+  counts = accounting.param_counts(train_stage.size)
+  finetune = weights.finetune
+  model_source = finetune.source if finetune else weights
+  row = dict(
+      key=stage.key, kind="translation" if stage.pair else "lm", size=train_stage.size_name,
+      N=counts["total"], N_e=counts["encoder"], N_d=counts["decoder"],
+      N_nonembed=counts["non_embedding"], d_model=train_stage.size.d_model,
+      encoder_layers=train_stage.size.num_encoder_layers,
+      decoder_layers=train_stage.size.num_decoder_layers,
+      mixture=train_stage.data.label, rates=json.dumps(dict(train_stage.data.rates)),
+      p=train_stage.data.share(stage.pair) if stage.pair else None, pair=stage.pair,
+      objective=train_stage.objective, D_p=weights.D_p, D_f=finetune.D_f if finetune else 0,
+      schedule=cfg.pretrain.schedule,
+      branch="cooldown" if isinstance(model_source.stage, grid.Cooldown) else "main",
+      pretrain_key=train_stage.key, finetune_key=finetune.key if finetune else None,
+      config_hash=grid.stable_hash(stage.fields))
+  row.update(_costs(workdir, weights))
+  return row
 
 
-def _pad_rows(rows_BS: np.ndarray, batch_size: int) -> np.ndarray:
-  """Pads a short last batch with empty rows so decoding compiles once."""
-  if len(rows_BS) == batch_size:
-    return rows_BS
-  pad = np.zeros((batch_size - len(rows_BS), rows_BS.shape[1]), rows_BS.dtype)
-  return np.concatenate([rows_BS, pad])
+def _costs(workdir: epath.Path, weights: grid.Weights) -> dict:
+  """Tokens seen, FLOPs and seconds behind `weights`, from the checkpoints' metadata."""
+  finetune = weights.finetune
+  source = finetune.source if finetune else weights
+  folder, step = _weights_checkpoint(workdir, source)
+  if not checkpoint.steps(folder):
+    return {}
+  meta = checkpoint.read_meta(folder, step)
+  costs = dict(D_p_seen=meta["tokens"], flops=meta["flops"], wall_s=meta["wall_s"])
+  if finetune is not None and checkpoint.steps(stage_dir(workdir, finetune)):
+    fin_folder, fin_step = _weights_checkpoint(workdir, weights)
+    fin_meta = checkpoint.read_meta(fin_folder, fin_step)
+    costs.update(D_f_seen=fin_meta["subset_tokens"], flops=costs["flops"] + fin_meta["flops"],
+                 wall_s=costs["wall_s"] + fin_meta["wall_s"])
+  return costs

@@ -25,6 +25,7 @@ from models import decoding
 from models import build_model as build_module
 from models import sizes as sizes_lib
 from scaling import mesh as mesh_lib
+from scaling import optim
 
 Batch = dict[str, np.ndarray]
 # Batch features by objective: encoder-decoder and prefix-LM batches carry encoder
@@ -57,17 +58,21 @@ _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 @dataclasses.dataclass(frozen=True)
 class StepConfig:
-  """The fields of a training section that determine the compiled step."""
+  """The fields of a training section that the optimizer and its schedule read."""
   optimizer: str
   learning_rate: float
   warmup_steps: int
   schedule: str
   weight_decay: float
+  cooldown_fraction: float = 0.2
+  cooldown_shape: str = "linear"
+  final_lr_fraction: float = 0.0
 
   @classmethod
   def from_section(cls, section) -> "StepConfig":
     return cls(section.optimizer, float(section.learning_rate), int(section.warmup_steps),
-               section.schedule, float(section.weight_decay))
+               section.schedule, float(section.weight_decay), float(section.cooldown_fraction),
+               section.cooldown_shape, float(section.final_lr_fraction))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,26 +80,6 @@ class ModelConfig:
   size: sizes_lib.ModelSize
   dtype: str = "float32"
   param_dtype: str = "float32"
-
-
-def learning_rate(cfg: StepConfig) -> optax.Schedule:
-  """T5's inverse square root (peak `learning_rate` after warm-up) or constant."""
-  peak, warmup = cfg.learning_rate, max(cfg.warmup_steps, 1)
-
-  def schedule(step):
-    step = jnp.asarray(step, jnp.float32) + 1.0
-    ramp = jnp.minimum(step / warmup, 1.0) if cfg.warmup_steps > 0 else 1.0
-    decay = jnp.sqrt(warmup / jnp.maximum(step, warmup)) if cfg.schedule == "rsqrt" else 1.0
-    return peak * ramp * decay
-  return schedule
-
-
-def make_optimizer(cfg: StepConfig) -> optax.GradientTransformation:
-  lr = learning_rate(cfg)
-  if cfg.optimizer == "adafactor":
-    return optax.adafactor(learning_rate=lr, weight_decay_rate=cfg.weight_decay or None)
-  return optax.chain(optax.clip_by_global_norm(1.0),
-                     optax.adamw(lr, b2=0.98, weight_decay=cfg.weight_decay))
 
 
 def cross_entropy(logits_BTV: jax.Array, targets_BT: jax.Array,
@@ -138,7 +123,7 @@ class Trainer:
   def __init__(self, model_cfg: ModelConfig, step_cfg: StepConfig, mesh: jax.sharding.Mesh,
                seed: int = 0):
     self.model_cfg, self.step_cfg, self.mesh, self.seed = model_cfg, step_cfg, mesh, seed
-    self.optimizer = make_optimizer(step_cfg)
+    self.optimizer = optim.make_optimizer(step_cfg)
     with mesh_lib.activate(mesh):
       abstract = nnx.eval_shape(lambda: build_model(model_cfg, 0))
       self.graphdef, abs_params, abs_rest = nnx.split(abstract, nnx.Param, ...)
@@ -155,7 +140,8 @@ class Trainer:
     self._init = jax.jit(self._init_fn, static_argnums=0, out_shardings=self.state_sharding)
     self._start_from = jax.jit(self._start_from_fn, in_shardings=(self.model_state_sharding,),
                                out_shardings=self.state_sharding)
-    self._step = jax.jit(self._step_fn, in_shardings=(self.state_sharding, self.batch_sharding),
+    self._step = jax.jit(self._step_fn,
+                         in_shardings=(self.state_sharding, self.batch_sharding, None),
                          out_shardings=(self.state_sharding, None), donate_argnums=0)
     self._nll = jax.jit(self._nll_fn, in_shardings=(self.model_state_sharding, self.batch_sharding))
     self._decode = jax.jit(self._decode_fn, static_argnums=2)
@@ -172,7 +158,7 @@ class Trainer:
   def _merge(self, params, rest) -> nnx.Module:
     return nnx.merge(self.graphdef, params, rest)
 
-  def _step_fn(self, state: TrainState, batch: Batch):
+  def _step_fn(self, state: TrainState, batch: Batch, learning_rate: jax.Array):
     def loss_fn(params):
       model = self._merge(params, state.model.rest)
       key = jax.random.fold_in(jax.random.key(self.seed), state.step)
@@ -181,10 +167,12 @@ class Trainer:
       return nll / jnp.maximum(n, 1.0), nnx.state(model, nnx.Not(nnx.Param))
     params = state.model.params
     (loss, rest), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-    updates, opt_state = self.optimizer.update(grads, state.opt_state, params)
+    opt_state = optim.with_learning_rate(state.opt_state, learning_rate)
+    updates, opt_state = self.optimizer.update(grads, opt_state, params)
     new_state = TrainState(ModelState(optax.apply_updates(params, updates), rest), opt_state,
                            state.step + 1)
-    return new_state, dict(loss=loss, grad_norm=optax.global_norm(grads))
+    return new_state, dict(loss=loss, grad_norm=optax.global_norm(grads),
+                           learning_rate=learning_rate)
 
   def _nll_fn(self, model_state: ModelState, batch: Batch):
     model = self._merge(model_state.params, model_state.rest)
@@ -205,9 +193,11 @@ class Trainer:
     with mesh_lib.activate(self.mesh):
       return self._start_from(model_state)
 
-  def step(self, state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
+  def step(self, state: TrainState, batch: Batch,
+           learning_rate: float) -> tuple[TrainState, dict]:
+    """One update at `learning_rate` (set by the host: schedules never recompile)."""
     with mesh_lib.activate(self.mesh):
-      return self._step(state, self._put(batch))
+      return self._step(state, self._put(batch), np.float32(learning_rate))
 
   def nll(self, model_state, batch: Batch) -> tuple[float, float]:
     """Summed cross-entropy and target-token count of `model_state` on `batch`."""
@@ -286,28 +276,31 @@ class Progress:
     self._t0, self._tokens, self._flops = time.perf_counter(), 0, 0.0
 
 
-def train(trainer: Trainer, state: TrainState, batches: Iterator[Batch], *,
-          until: Callable[[int, int], bool],
-          progress: Progress) -> tuple[TrainState, int, float]:
-  """Steps until `until(step, tokens)`; returns (state, tokens seen, FLOPs spent)."""
-  tokens, flops, step = 0, 0.0, int(state.step)
+@dataclasses.dataclass
+class Counters:
+  """Where a run stands: updates taken, tokens seen, FLOPs spent, seconds trained."""
+  step: int = 0
+  tokens: int = 0
+  flops: float = 0.0
+  wall_s: float = 0.0
+
+
+def train(trainer: Trainer, state: TrainState, batches: Iterator[Batch], counters: Counters, *,
+          until: Callable[[Counters], bool], learning_rate: Callable[[Counters], float],
+          progress: Progress, on_step: Callable[[TrainState, Counters], None] | None = None
+          ) -> TrainState:
+  """The one training loop: steps until `until(counters)`, each update at
+  `learning_rate(counters)`; `on_step(state, counters)` follows every update (that is
+  where checkpoints are taken). `counters` is updated in place."""
   size = trainer.model_cfg.size
-  while not until(step, tokens):
+  start = time.perf_counter() - counters.wall_s
+  while not until(counters):
     batch = next(batches)
-    state, metrics = trainer.step(state, batch)
-    step += 1
+    state, metrics = trainer.step(state, batch, learning_rate(counters))
     n, f = batch_tokens(batch), batch_flops(size, batch)
-    tokens, flops = tokens + n, flops + f
-    progress.update(step, metrics, n, f, force=until(step, tokens))
-  return state, tokens, flops
-
-
-def mean_cross_entropy(trainer: Trainer, model_state, batches: Iterable[Batch]) -> float:
-  """Token-level cross-entropy (nats per target token) over all batches."""
-  total, count = 0.0, 0.0
-  for batch in batches:
-    t, n = trainer.nll(model_state, batch)
-    total, count = total + t, count + n
-  if count == 0:
-    raise ValueError("no target tokens to evaluate cross-entropy on")
-  return total / count
+    counters.step, counters.tokens, counters.flops = counters.step + 1, counters.tokens + n, counters.flops + f
+    counters.wall_s = time.perf_counter() - start
+    progress.update(counters.step, metrics, n, f, force=until(counters))
+    if on_step is not None:
+      on_step(state, counters)
+  return state

@@ -116,11 +116,13 @@ def test_results_rows_round_trip(tmp_path):
 
 def test_metrics_on_text():
   refs = ["the cat sat on the mat", "a dog ran home"]
-  assert metrics.corpus_bleu(refs, refs) == pytest.approx(100.0)
-  assert metrics.corpus_bleu(["zz qq", "yy"], refs) < 5.0
-  assert 0 < metrics.corpus_chrf(["the cat sat", "a dog ran"], refs) < 100
+  perfect = metrics.translation_scores(refs, refs)
+  assert perfect["bleu"] == pytest.approx(100.0)
+  assert perfect["sacrebleu"].startswith("nrefs:1|")
+  assert metrics.translation_scores(["zz qq", "yy"], refs)["bleu"] < 5.0
+  assert 0 < metrics.translation_scores(["the cat sat", "a dog ran"], refs)["chrf"] < 100
   with pytest.raises(ValueError, match="differ in length"):
-    metrics.corpus_bleu(["a"], refs)
+    metrics.translation_scores(["a"], refs)
 
 
 def test_checkpoint_round_trip(tmp_path):

@@ -88,10 +88,17 @@ def tsv_to_pair(dataset, source_language: str, target_language: str):
   return fields.map(lambda f: {source_language: f[0], target_language: f[1]})
 
 
-def _pretrain_preprocessors(text_key: str = "text"):
+PRETRAIN_OBJECTIVES = ("span_corruption", "causal_lm")
+
+
+def _pretrain_preprocessors(text_key: str = "text", objective: str = "span_corruption"):
+  """T5 span corruption, or plain text as a causal LM's targets."""
+  if objective not in PRETRAIN_OBJECTIVES:
+    raise ValueError(f"objective={objective!r} must be one of {PRETRAIN_OBJECTIVES}")
+  corrupt = [spans.span_corruption] if objective == "span_corruption" else []
   return [functools.partial(text_to_targets, text_key=text_key),
           seqio.preprocessors.tokenize,
-          spans.span_corruption,
+          *corrupt,
           seqio.preprocessors.append_eos_after_trim]
 
 
@@ -150,8 +157,10 @@ def _sanitize(text: str) -> str:
 # -- synthetic world -------------------------------------------------------------------
 
 
-def pretrain_task_name(world_cfg: synthetic.WorldConfig, lang: str, domain: str) -> str:
-  return f"synth_{world_cfg.short_hash}_pretrain_{lang}_{domain}"
+def pretrain_task_name(world_cfg: synthetic.WorldConfig, lang: str, domain: str,
+                       objective: str = "span_corruption") -> str:
+  kind = "pretrain" if objective == "span_corruption" else "lm"
+  return f"synth_{world_cfg.short_hash}_{kind}_{lang}_{domain}"
 
 
 def translate_task_name(world_cfg: synthetic.WorldConfig, src: str, tgt: str,
@@ -178,14 +187,15 @@ def register_synthetic_world(world_cfg: synthetic.WorldConfig, vocab) -> list[st
            "test": world_cfg.test_size}
   names = []
   for lang, domain in itertools.product(world.languages, world.domains):
-    name = pretrain_task_name(world_cfg, lang, domain)
     dataset_fn = functools.partial(_synthetic_monolingual, world=world, lang=lang,
                                    domain=domain)
-    names.append(_add_task(
-        name, ("synthetic-pretrain", world_cfg.digest, lang, domain), vocab,
-        lambda fn=dataset_fn: seqio.FunctionDataSource(fn, synthetic.SPLITS, sizes),
-        _pretrain_preprocessors(), _SYNTHETIC_SHUFFLE_BUFFER))
-    _ENDLESS.add((name, "train"))
+    for objective in PRETRAIN_OBJECTIVES:
+      name = pretrain_task_name(world_cfg, lang, domain, objective)
+      names.append(_add_task(
+          name, ("synthetic-pretrain", world_cfg.digest, lang, domain, objective), vocab,
+          lambda fn=dataset_fn: seqio.FunctionDataSource(fn, synthetic.SPLITS, sizes),
+          _pretrain_preprocessors(objective=objective), _SYNTHETIC_SHUFFLE_BUFFER))
+      _ENDLESS.add((name, "train"))
   for src, tgt in itertools.permutations(world.languages, 2):
     for domain in world.domains:
       name = translate_task_name(world_cfg, src, tgt, domain)
@@ -367,18 +377,20 @@ def register_tfds_translation(tfds_name: str, source_language: str, target_langu
 
 def register_tfds_pretraining(tfds_name: str, vocab, *, text_key: str = "text",
                               name: Optional[str] = None, splits=None,
-                              tfds_data_dir: Optional[str] = None) -> str:
+                              tfds_data_dir: Optional[str] = None,
+                              objective: str = "span_corruption") -> str:
   """A span-corruption task over a TFDS text data set, e.g. 'c4/en:3.1.0' or mC4
   ('c4/multilingual', splits={'train': 'de', 'validation': 'de-validation'}).
   Without a ':version', the builder's current version is pinned. Default name:
   tfds_<tfds name>_pretrain."""
   name = name or f"tfds_{_sanitize(_unversioned(tfds_name))}_pretrain"
   tfds_name = _versioned(tfds_name, tfds_data_dir)
-  description = ("tfds-pretrain", tfds_name, text_key, _freeze(splits), tfds_data_dir)
+  description = ("tfds-pretrain", tfds_name, text_key, _freeze(splits), tfds_data_dir,
+                 objective)
   return _add_task(
       name, description, vocab,
       lambda: seqio.TfdsDataSource(tfds_name, tfds_data_dir=tfds_data_dir, splits=splits),
-      _pretrain_preprocessors(text_key))
+      _pretrain_preprocessors(text_key, objective))
 
 
 def _unversioned(tfds_name: str) -> str:
@@ -397,13 +409,13 @@ def _versioned(tfds_name: str, data_dir: Optional[str]) -> str:
 
 
 def register_text_pretraining(name: str, split_to_filepattern: Mapping[str, str],
-                              vocab) -> str:
-  """A span-corruption task over local text files, one text per line."""
-  description = ("text-pretrain", _freeze(split_to_filepattern))
+                              vocab, objective: str = "span_corruption") -> str:
+  """A pretraining task over local text files, one text per line."""
+  description = ("text-pretrain", _freeze(split_to_filepattern), objective)
   return _add_task(
       name, description, vocab,
       lambda: seqio.TextLineDataSource(dict(split_to_filepattern)),
-      [lines_to_text, *_pretrain_preprocessors()])
+      [lines_to_text, *_pretrain_preprocessors(objective=objective)])
 
 
 def register_tsv_translation(name: str, split_to_filepattern: Mapping[str, str],
@@ -435,14 +447,16 @@ def _freeze(value):
 
 def get_batches(task_or_mixture: str, split: str, input_length: int, target_length: int,
                 batch_size: int, seed: Optional[int], shuffle: bool = True,
-                repeat: bool = True) -> Iterator[dict[str, np.ndarray]]:
+                repeat: bool = True, lm: bool = False) -> Iterator[dict[str, np.ndarray]]:
   """Batches of model features (int32 numpy arrays, [batch_size, length]).
 
   Keys: encoder_input_tokens, decoder_input_tokens, decoder_target_tokens,
   decoder_loss_weights (seqio.EncDecFeatureConverter, pack=False). Texts longer
   than the lengths are truncated (EOS kept). With repeat=False the data is read
   once and the final batch is filled up with all-zero rows (loss weight 0), so
-  every batch has batch_size rows.
+  every batch has batch_size rows. With lm=True (causal-LM tasks) seqio's
+  LMFeatureConverter gives the decoder features alone, `target_length` long, and
+  `input_length` is unused.
   For span-corruption tasks, target_length must be at least
   spans.span_corruption_target_length(input_length).
   """
@@ -452,12 +466,17 @@ def get_batches(task_or_mixture: str, split: str, input_length: int, target_leng
                      ("batch_size", batch_size)):
     if not isinstance(value, (int, np.integer)) or value < 1:
       raise ValueError(f"{arg}={value!r} must be a positive int")
-  lengths = {"inputs": int(input_length), "targets": int(target_length)}
+  if lm:
+    lengths = {"targets": int(target_length)}
+    converter = seqio.LMFeatureConverter(pack=False)
+  else:
+    lengths = {"inputs": int(input_length), "targets": int(target_length)}
+    converter = seqio.EncDecFeatureConverter(pack=False)
   dataset = seqio.get_dataset(
-      provider, task_feature_lengths=lengths,
-      feature_converter=seqio.EncDecFeatureConverter(pack=False), dataset_split=split,
-      shuffle=shuffle, num_epochs=None if repeat else 1, seed=seed, verbose=False)
-  dataset = dataset.map(lambda x: {k: x[k] for k in _MODEL_FEATURES})
+      provider, task_feature_lengths=lengths, feature_converter=converter,
+      dataset_split=split, shuffle=shuffle, num_epochs=None if repeat else 1, seed=seed,
+      verbose=False)
+  dataset = dataset.map(lambda x: {k: x[k] for k in _MODEL_FEATURES if k in x})
   if repeat:
     dataset = dataset.batch(batch_size, drop_remainder=True)
   else:
