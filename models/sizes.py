@@ -83,9 +83,26 @@ class ModelSize:
     if self.position_encoding == "rotary" and self.head_dim % 2:
       raise ValueError(f"ModelSize {self.name!r}: rotary positions need an even head_dim, "
                        f"got head_dim={self.head_dim}")
+    self._check_relative_buckets()
     if not 0.0 <= self.dropout_rate < 1.0:
       raise ValueError(f"ModelSize {self.name!r}: dropout_rate={self.dropout_rate} not in [0, 1)")
     self._check_kind_layers()
+
+  def _check_relative_buckets(self):
+    # T5's bucketing spaces buckets logarithmically between num_buckets // 2 (the
+    # exact ones, halved again when bidirectional) and max_distance, dividing by
+    # log(max_distance / exact): at or below that the buckets are not finite.
+    if self.position_encoding != "relative":
+      return
+    buckets, distance = self.relative_attention_num_buckets, self.relative_attention_max_distance
+    if buckets < 4:
+      raise ValueError(f"ModelSize {self.name!r}: relative_attention_num_buckets={buckets} "
+                       "must be at least 4")
+    if distance <= buckets // 2:
+      raise ValueError(
+          f"ModelSize {self.name!r}: relative_attention_max_distance={distance} must exceed "
+          f"half of relative_attention_num_buckets={buckets} (the log-spaced buckets "
+          "start there)")
 
   def _check_kind_layers(self):
     if self.kind == DECODER_ONLY and self.num_encoder_layers != 0:

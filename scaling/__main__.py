@@ -1,6 +1,7 @@
 """Command line: python -m scaling {run,status,table,fit,bench} ...
 
   run     --config configs/demo.py --workdir DIR   run or resume a study
+          (--config configs/ghorbani2021.py:cpu picks a variant)
   status  --config configs/demo.py --workdir DIR   which stages are complete
   table   --workdir DIR                            print the results table
   fit     --config configs/demo.py --workdir DIR   re-fit and rewrite fits.* and plots/
@@ -29,10 +30,15 @@ def main(argv: list[str] | None = None) -> int:
       print(results.load(args.workdir).drop(columns=["pretrain_key", "finetune_key", "error"]))
     return 0
   try:
-    cfg = config_lib.load(args.config)
-  except config_lib.ConfigError as e:
+    return _study_command(args)
+  except config_lib.ConfigError as e:  # a config error is the user's to fix: no traceback
     print(f"config error: {e}", file=sys.stderr)
     return 2
+
+
+def _study_command(args) -> int:
+  from scaling import config as config_lib
+  cfg = config_lib.load(args.config)
   if args.command == "run":
     from scaling import runner
     summary = runner.run(cfg, args.workdir)
@@ -67,7 +73,8 @@ def _parser() -> argparse.ArgumentParser:
   sub = parser.add_subparsers(dest="command", required=True)
   for name in ("run", "status", "fit"):
     p = sub.add_parser(name)
-    p.add_argument("--config", required=True, help="a configs/*.py file with get_config()")
+    p.add_argument("--config", required=True,
+                   help="a configs/*.py file with get_config(), or FILE.py:VARIANT")
     p.add_argument("--workdir", required=True, help="folder (or gs:// path) for all outputs")
   table = sub.add_parser("table")
   table.add_argument("--workdir", required=True)

@@ -114,19 +114,28 @@ def isik_curves() -> dict:
                       delta=1e-3)}
 
 
-def load(path: str) -> ml_collections.ConfigDict:
-  """Imports a config file and returns its validated `get_config()`."""
-  spec = importlib.util.spec_from_file_location("_study_config", path)
-  if spec is None or spec.loader is None:
+def load(spec: str) -> ml_collections.ConfigDict:
+  """Imports a config file and returns its validated `get_config()`.
+
+  `spec` is a path, or 'path:variant' (the ml_collections way), in which case the
+  file's `get_config(variant)` is called, e.g. 'configs/ghorbani2021.py:cpu'.
+  """
+  path, _, variant = spec.partition(".py:")
+  path = path + ".py" if variant else spec
+  spec_ = importlib.util.spec_from_file_location("_study_config", path)
+  if spec_ is None or spec_.loader is None:
     raise ConfigError(f"config file {path!r} cannot be imported")
-  module = importlib.util.module_from_spec(spec)
+  module = importlib.util.module_from_spec(spec_)
   try:
-    spec.loader.exec_module(module)
+    spec_.loader.exec_module(module)
   except FileNotFoundError as e:
     raise ConfigError(f"config file {path!r} not found") from e
   if not hasattr(module, "get_config"):
     raise ConfigError(f"config file {path!r} has no get_config()")
-  cfg = module.get_config()
+  try:
+    cfg = module.get_config(variant) if variant else module.get_config()
+  except (KeyError, ValueError, TypeError) as e:
+    raise ConfigError(f"config {spec!r}: {e}") from e
   validate(cfg)
   return cfg
 

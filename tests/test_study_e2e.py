@@ -77,7 +77,7 @@ def test_adding_a_d_p_asks_only_for_its_checkpoint(study):
   cfg.grid.D_p = (1500, 3000, 4500, 6000, 7500, 9000)
   ctx, plan = runner.prepare(cfg, workdir)
   from scaling import stages
-  assert stages.pretrain_missing(ctx.workdir, plan.pretrains[0]) == [9000]
+  assert stages.train_missing(cfg, ctx.workdir, plan.trains[0]) == [9000]
 
 
 @pytest.mark.parametrize("edit, message", [
@@ -85,7 +85,8 @@ def test_adding_a_d_p_asks_only_for_its_checkpoint(study):
     ("cfg.mixtures = dict(cfg.mixtures, bad={'qq': 1.0}); cfg.grid.mixture = ('bad',)", "qq"),
     ("cfg.grid.pair = ('xa-zz',)", "zz"),
     ("cfg.pretrain.target_length = 4", "pretrain.target_length"),
-    ("cfg.fits.bleu.law = 'no_such_law'", "no_such_law"),
+    ("cfg.fits.curves.bleu.law = 'no_such_law'", "no_such_law"),
+    ("cfg.mesh.data = 3", "mesh"),
 ])
 def test_bad_input_fails_before_compute(tmp_path, edit, message):
   cfg = micro_config()
@@ -106,6 +107,19 @@ def test_cli_reports_config_errors(tmp_path):
   assert proc.returncode == 2
   assert "grid.D_p must be strictly increasing" in proc.stderr
   assert not (tmp_path / "w").exists()
+
+
+def test_cli_reports_errors_found_while_preparing_without_traceback(tmp_path):
+  bad = tmp_path / "bad.py"
+  bad.write_text(f"exec(open({DEMO!r}).read())\n"
+                 "_base = get_config\n"
+                 "def get_config():\n  c = _base()\n  c.grid.size = ('tiny', 'huge')\n  return c\n")
+  proc = subprocess.run([sys.executable, "-m", "scaling", "run", "--config", str(bad),
+                         "--workdir", str(tmp_path / "w")], capture_output=True, text=True,
+                        env=dict(os.environ), timeout=300)
+  assert proc.returncode == 2
+  assert proc.stderr.startswith("config error: grid.size: size='huge'")
+  assert "Traceback" not in proc.stderr
 
 
 def test_notebook_executes_on_the_study(study):

@@ -53,9 +53,13 @@ _MODEL_FEATURES = ("encoder_input_tokens", "decoder_input_tokens", "decoder_targ
 # --------------------------------------------------------------------------------------
 
 
-def output_features(vocab: seqio.Vocabulary) -> dict[str, seqio.Feature]:
-  return {"inputs": seqio.Feature(vocab, add_eos=True),
-          "targets": seqio.Feature(vocab, add_eos=True)}
+def output_features(vocab: seqio.Vocabulary, objective: str = "") -> dict[str, seqio.Feature]:
+  """Inputs and targets; a causal LM's examples are targets alone."""
+  features = {"inputs": seqio.Feature(vocab, add_eos=True),
+              "targets": seqio.Feature(vocab, add_eos=True)}
+  if objective == "causal_lm":
+    del features["inputs"]
+  return features
 
 
 def translate(dataset, source_language: str, target_language: str, prefix: bool = True):
@@ -115,14 +119,15 @@ def _translate_preprocessors(src: str, tgt: str, prefix: bool = True):
 
 
 def _add_task(name: str, description: tuple, vocab, source_fn, preprocessors,
-              shuffle_buffer_size: int = seqio.SHUFFLE_BUFFER_SIZE) -> str:
+              shuffle_buffer_size: int = seqio.SHUFFLE_BUFFER_SIZE, objective: str = "") -> str:
   """Registers a Task once; `source_fn` builds the source only when needed."""
   if not re.fullmatch(r"[\w.:#]+", name):
     raise ValueError(f"task name {name!r} may only use letters, digits and _ . : #")
   description = (*description, _vocab_identity(vocab))
   if _known(name, description):
     return name
-  seqio.TaskRegistry.add(name, source=source_fn(), output_features=output_features(vocab),
+  seqio.TaskRegistry.add(name, source=source_fn(),
+                         output_features=output_features(vocab, objective),
                          preprocessors=preprocessors, shuffle_buffer_size=shuffle_buffer_size)
   _REGISTERED[name] = description
   return name
@@ -194,7 +199,8 @@ def register_synthetic_world(world_cfg: synthetic.WorldConfig, vocab) -> list[st
       names.append(_add_task(
           name, ("synthetic-pretrain", world_cfg.digest, lang, domain, objective), vocab,
           lambda fn=dataset_fn: seqio.FunctionDataSource(fn, synthetic.SPLITS, sizes),
-          _pretrain_preprocessors(objective=objective), _SYNTHETIC_SHUFFLE_BUFFER))
+          _pretrain_preprocessors(objective=objective), _SYNTHETIC_SHUFFLE_BUFFER,
+          objective))
       _ENDLESS.add((name, "train"))
   for src, tgt in itertools.permutations(world.languages, 2):
     for domain in world.domains:
@@ -390,7 +396,7 @@ def register_tfds_pretraining(tfds_name: str, vocab, *, text_key: str = "text",
   return _add_task(
       name, description, vocab,
       lambda: seqio.TfdsDataSource(tfds_name, tfds_data_dir=tfds_data_dir, splits=splits),
-      _pretrain_preprocessors(text_key, objective))
+      _pretrain_preprocessors(text_key, objective), objective=objective)
 
 
 def _unversioned(tfds_name: str) -> str:
@@ -415,7 +421,7 @@ def register_text_pretraining(name: str, split_to_filepattern: Mapping[str, str]
   return _add_task(
       name, description, vocab,
       lambda: seqio.TextLineDataSource(dict(split_to_filepattern)),
-      [lines_to_text, *_pretrain_preprocessors(objective=objective)])
+      [lines_to_text, *_pretrain_preprocessors(objective=objective)], objective=objective)
 
 
 def register_tsv_translation(name: str, split_to_filepattern: Mapping[str, str],
