@@ -30,6 +30,7 @@ import pandas as pd
 from etils import epath
 
 import fits
+from scaling import results
 from scaling.config import ConfigError
 
 CURVE_FIELDS = ("law", "inputs", "target", "group_by", "holdout", "delta", "where",
@@ -265,6 +266,11 @@ def groups(curve: Curve, frame: pd.DataFrame) -> Iterator[Group]:
 
 
 def _select(curve: Curve, frame: pd.DataFrame) -> pd.DataFrame:
+  """The rows of the kind the curve's target belongs to (a translation row has no LM
+  loss), filtered by its `where`."""
+  for kind, columns in results.KIND_COLUMNS.items():
+    if curve.target in columns and "kind" in frame:
+      frame = frame[frame["kind"] == kind]
   if not curve.where:
     return frame
   try:

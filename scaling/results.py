@@ -24,8 +24,10 @@ SORT_BY = ("size", "encoder_layers", "decoder_layers", "d_model", "mixture", "pa
            "D_p")
 
 
-_TRANSLATION_ONLY = ("p", "ce", "bleu", "chrf", "decode", "sacrebleu")
-_LM_ONLY = ("loss", "bits_per_token")
+# The columns only one kind of row fills.
+KIND_COLUMNS = {"translation": ("p", "ce", "bleu", "chrf", "decode", "sacrebleu"),
+                "lm": ("loss", "bits_per_token")}
+_TRANSLATION_ONLY, _LM_ONLY = KIND_COLUMNS["translation"], KIND_COLUMNS["lm"]
 _FINETUNE_ONLY = ("D_f_seen", "finetune_key")
 
 

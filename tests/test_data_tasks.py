@@ -34,10 +34,22 @@ def decode_rows(voc, tokens_BT):
 
 def test_task_names(names):
   h = CFG.short_hash
-  assert len(names) == 4 * 2 + 12 * 2
+  assert len(names) == 4 * 2 * 2 + 12 * 2   # (span corruption, LM) x language x domain
   assert f"synth_{h}_pretrain_xa_news" in names
+  assert f"synth_{h}_lm_xa_news" in names
   assert f"synth_{h}_translate_xa_ya_fiction" in names
   assert tasks.translate_task_name(CFG, "xa", "ya", "fiction") in names
+
+
+def test_lm_batches_are_targets_alone(names, voc):
+  batch = next(tasks.get_batches(tasks.pretrain_task_name(CFG, "xa", "news", "causal_lm"),
+                                 "validation", 8, 16, 4, seed=0, shuffle=False, lm=True))
+  assert sorted(batch) == ["decoder_input_tokens", "decoder_loss_weights", "decoder_target_tokens"]
+  targets = batch["decoder_target_tokens"]
+  assert targets.shape == (4, 16)
+  # plain text, shifted right by one: no sentinels, inputs are the targets delayed
+  np.testing.assert_array_equal(batch["decoder_input_tokens"][:, 1:], targets[:, :-1])
+  assert targets.max() < voc.vocab_size - vocab.EXTRA_IDS
 
 
 def test_registering_twice_is_a_no_op_but_a_different_vocab_is_an_error(names, voc, tmp_path):
