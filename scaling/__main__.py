@@ -1,7 +1,8 @@
 """Command line: python -m scaling {run,status,table,fit,bench} ...
 
   run     --config configs/demo.py --workdir DIR   run or resume a study
-          (--config configs/ghorbani2021.py:cpu picks a variant)
+          (--config configs/ghorbani2021.py:cpu picks a variant; multi-host:
+           --coordinator_address HOST:PORT --num_processes N --process_id I)
   status  --config configs/demo.py --workdir DIR   which stages are complete
   table   --workdir DIR                            print the results table
   fit     --config configs/demo.py --workdir DIR   re-fit and rewrite fits.* and plots/
@@ -29,11 +30,18 @@ def main(argv: list[str] | None = None) -> int:
     with pd.option_context("display.width", 200, "display.max_columns", 30):
       print(results.load(args.workdir).drop(columns=["pretrain_key", "finetune_key", "error"]))
     return 0
+  from scaling import mesh as mesh_lib
   try:
+    if args.command == "run":  # before anything touches a device
+      mesh_lib.initialize_distributed(args.coordinator_address, args.num_processes,
+                                      args.process_id, args.distributed_timeout)
     return _study_command(args)
   except config_lib.ConfigError as e:  # a config error is the user's to fix: no traceback
     print(f"config error: {e}", file=sys.stderr)
     return 2
+  except mesh_lib.DistributedError as e:
+    print(f"distributed error: {e}", file=sys.stderr)
+    return 3
 
 
 def _study_command(args) -> int:
@@ -76,6 +84,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True,
                    help="a configs/*.py file with get_config(), or FILE.py:VARIANT")
     p.add_argument("--workdir", required=True, help="folder (or gs:// path) for all outputs")
+  run = sub.choices["run"]
+  multihost = run.add_argument_group(
+      "multi-host", "every host runs the same command; on SLURM, MPI and multi-host TPU VMs "
+      "JAX finds its peers itself, elsewhere give all three")
+  multihost.add_argument("--coordinator_address", help="HOST:PORT of process 0")
+  multihost.add_argument("--num_processes", type=int)
+  multihost.add_argument("--process_id", type=int)
+  multihost.add_argument("--distributed_timeout", type=int, default=300, metavar="SECONDS",
+                         help="how long to wait for the other processes (default 300)")
   table = sub.add_parser("table")
   table.add_argument("--workdir", required=True)
   bench = sub.add_parser("bench")

@@ -66,6 +66,10 @@ def base_config() -> ml_collections.ConfigDict:
       pretrain_sources={},      # language -> TFDS name | {name, splits, text_key} | {split: file pattern}
       translation_sources={},   # 'src-tgt' -> TFDS name | {name, splits} | {split: TSV file pattern}
       tfds_data_dir="",
+      # The global training batch is read as this many disjoint shards (seqio
+      # ShardInfo), each process reading those on its devices; 0 = one per process.
+      # Fix it to compare runs over different process counts: it sets the data order.
+      input_shards=0,
   )
   cfg.mixtures = {}             # name -> {language or 'src-tgt' pair: rate}
   cfg.sizes = {}                # name -> {base: preset name (optional), ModelSize fields}
@@ -161,6 +165,12 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
 def finetunes(cfg: ml_collections.ConfigDict) -> bool:
   """Whether any D_f of the grid asks for a finetune."""
   return any(d_f > 0 for d_f in cfg.grid.D_f)
+
+
+def input_shard_count(cfg: ml_collections.ConfigDict) -> int:
+  """How many shards the global training batch is read as (data.input_shards)."""
+  import jax
+  return int(cfg.data.input_shards) or jax.process_count()
 
 
 def translation_section(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

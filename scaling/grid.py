@@ -194,6 +194,7 @@ def _cooldown(train: Train, d_p: int) -> Cooldown:
 def _finetune(cfg, weights: Weights, pair: str, d_f: int) -> Finetune:
   section = cfg.finetune
   fields = dict(weights=weights.key, pair=pair, D_f=d_f, domain=cfg.data.finetune_domain,
+                input_shards=config_lib.input_shard_count(cfg),
                 source=_plain(cfg.data.translation_sources.get(pair)),
                 train=_section_fields(section), constants=_constants(section), seed=cfg.seed)
   return Finetune(stable_hash(fields), weights, pair, d_f, fields)
@@ -235,6 +236,7 @@ def _data_fields(cfg: ml_collections.ConfigDict) -> dict:
   fields = cfg.data.to_dict()
   for finetune_only in ("finetune_domain", "translation_sources"):
     del fields[finetune_only]
+  fields["input_shards"] = config_lib.input_shard_count(cfg)  # sets the data order
   return fields
 
 

@@ -37,6 +37,25 @@ class EvalSet:
   references: list[str]          # raw target text
 
 
+@dataclasses.dataclass(frozen=True)
+class InputShards:
+  """A global batch is the row-wise concatenation of `count` independently read shards
+  (seqio ShardInfo); a process reads the ones on its devices, `ids`."""
+  ids: tuple[int, ...]
+  count: int
+
+  def batches(self, task_or_mixture: str, section, batch_size: int, seed: int,
+              lm: bool = False) -> Iterator[dict]:
+    rows = batch_size // self.count
+    streams = [tasks.get_batches(task_or_mixture, "train", section.input_length,
+                                 section.target_length, rows, seed=seed, shuffle=True,
+                                 repeat=True, lm=lm, shard_info=seqio.ShardInfo(i, self.count))
+               for i in self.ids]
+    while True:
+      parts = [next(stream) for stream in streams]
+      yield {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
+
+
 @dataclasses.dataclass
 class FinetuneSubset:
   task: str
@@ -44,10 +63,8 @@ class FinetuneSubset:
   n_tokens: int                  # input + target tokens of the subset (D_f as realised)
   section: ml_collections.ConfigDict
 
-  def batches(self, batch_size: int, seed: int) -> Iterator[dict]:
-    return tasks.get_batches(self.task, "train", self.section.input_length,
-                             self.section.target_length, batch_size, seed=seed,
-                             shuffle=True, repeat=True)
+  def batches(self, batch_size: int, seed: int, shards: InputShards) -> Iterator[dict]:
+    return shards.batches(self.task, self.section, batch_size, seed)
 
 
 @dataclasses.dataclass
@@ -104,11 +121,12 @@ class StudyInputs:
     return tasks.register_mixture(
         f"{self.cfg.name}_{_sanitize(data.label)}_{grid.stable_hash(rates, 8)}", rates)
 
-  def train_batches(self, data: grid.TrainingData, seed: int) -> Iterator[dict]:
+  def train_batches(self, data: grid.TrainingData, seed: int,
+                    shards: InputShards) -> Iterator[dict]:
+    """This process's rows of the training run's global batches."""
     section = self.cfg.pretrain
-    return tasks.get_batches(self.training_mixture(data), "train", section.input_length,
-                             section.target_length, section.batch_size, seed=seed,
-                             shuffle=True, repeat=True, lm=self.lm)
+    return shards.batches(self.training_mixture(data), section, section.batch_size, seed,
+                          lm=self.lm)
 
   def lm_eval_sets(self, data: grid.TrainingData) -> list[tuple[float, Iterator[dict]]]:
     """(share, batches) of each task of the training mixture, on the held-out split:

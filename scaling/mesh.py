@@ -181,3 +181,100 @@ def validate(cfg: MeshConfig, size: ModelSize, n_devices: int, *,
 def describe(mesh: jax.sharding.Mesh) -> str:
   """'data=4 fsdp=2 tensor=1' for logs."""
   return " ".join(f"{name}={n}" for name, n in zip(mesh.axis_names, np.shape(mesh.devices)))
+
+
+# -------------------------------------------------------------------- multi-host
+
+# The launchers whose environment JAX itself reads to join the processes of one job:
+# SLURM (srun), Open MPI (mpirun) and multi-host Cloud TPU VMs (GCE and GKE). Others
+# (Kubernetes in general) take the explicit flags.
+_AUTO_DETECTED_CLUSTERS = ("SlurmCluster", "OmpiCluster", "GceTpuCluster", "GkeTpuCluster")
+
+
+class DistributedError(RuntimeError):
+  """The processes of a multi-host run could not join each other."""
+
+
+def detected_cluster() -> str | None:
+  """The name of the cluster environment JAX detects here, if any."""
+  from jax._src import clusters  # JAX's own detection, also used by initialize()
+  for cluster in clusters.ClusterEnv._cluster_types:
+    if cluster.__name__ in _AUTO_DETECTED_CLUSTERS and cluster.is_env_present():
+      return cluster.__name__
+  return None
+
+
+def initialize_distributed(coordinator_address: str | None = None,
+                           num_processes: int | None = None, process_id: int | None = None,
+                           timeout_s: int = 300) -> bool:
+  """Joins the processes of a multi-host run before any device is touched.
+
+  With explicit arguments (all three), or else when JAX detects a SLURM, MPI or
+  multi-host TPU environment; otherwise this is a single-process run and nothing
+  happens. Returns whether jax.distributed was initialised.
+  """
+  explicit = (coordinator_address, num_processes, process_id)
+  if any(v is not None for v in explicit) and any(v is None for v in explicit):
+    raise DistributedError("--coordinator_address, --num_processes and --process_id go "
+                           "together: give all three, or none for JAX's cluster detection")
+  cluster = detected_cluster()
+  if coordinator_address is None and cluster is None:
+    return False
+  # CPU processes exchange collectives over gloo (the default CPU client has none);
+  # accelerators use their own collectives, whatever this says.
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  where = coordinator_address or f"the coordinator {cluster} names"
+  if coordinator_address is not None and process_id != 0:
+    _wait_for_coordinator(coordinator_address, timeout_s)
+  try:
+    jax.distributed.initialize(coordinator_address, num_processes, process_id,
+                               initialization_timeout=int(timeout_s))
+  except Exception as e:  # jax raises several types, all meaning "could not join"
+    raise DistributedError(f"could not join {where} within {timeout_s} s: "
+                           f"{type(e).__name__}: {e}") from e
+  return True
+
+
+def _wait_for_coordinator(address: str, timeout_s: int) -> None:
+  """Waits until the coordinator's port answers. JAX's client aborts the process when
+  it cannot connect, so an unreachable address is caught here, with its name."""
+  import socket
+  import time
+  host, _, port = address.rpartition(":")
+  if not host or not port.isdigit():
+    raise DistributedError(f"--coordinator_address={address!r} is not HOST:PORT")
+  deadline = time.monotonic() + timeout_s
+  while True:
+    try:
+      with socket.create_connection((host, int(port)), timeout=1.0):
+        return
+    except OSError as e:
+      if time.monotonic() > deadline:
+        raise DistributedError(f"could not join {address} within {timeout_s} s: nothing "
+                               f"answers there ({e})") from e
+      time.sleep(0.5)
+
+
+def is_primary() -> bool:
+  """Whether this process writes the study's shared outputs (rows, tables, plots)."""
+  return jax.process_index() == 0
+
+
+def agreed(value: bool) -> bool:
+  """Process 0's answer, on every process, so all take the same branch (a stage
+  skipped on one host and run on another would deadlock in its collectives)."""
+  if jax.process_count() == 1:
+    return bool(value)
+  from jax.experimental import multihost_utils
+  return bool(multihost_utils.broadcast_one_to_all(np.int32(value)))
+
+
+def local_row_blocks(sharding: NamedSharding, rows: int, blocks: int) -> list[int]:
+  """Which of `blocks` equal row blocks of a [rows, ...] batch live on this process's
+  devices under `sharding`: the input shards this process reads."""
+  per_block = rows // blocks
+  local = set()
+  for index in sharding.addressable_devices_indices_map((rows,)).values():
+    start, stop, _ = index[0].indices(rows)
+    local.update(range(start // per_block, -(-stop // per_block)))
+  return sorted(local)

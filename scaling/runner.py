@@ -77,6 +77,7 @@ def produced_columns(plan: grid.Plan) -> set[str]:
 
 def _check_mesh(cfg, mesh_cfg: mesh_lib.MeshConfig, plan: grid.Plan) -> None:
   sections = ["pretrain", "eval"] + (["finetune"] if plan.finetunes else [])
+  _check_input_shards(cfg, sections[:1] + sections[2:])
   for stage in plan.trains:
     for section in sections:
       try:
@@ -84,6 +85,17 @@ def _check_mesh(cfg, mesh_cfg: mesh_lib.MeshConfig, plan: grid.Plan) -> None:
                           batch_size=int(cfg[section].batch_size))
       except ValueError as e:
         raise config_lib.ConfigError(f"mesh / {section}.batch_size: {e}") from e
+
+
+def _check_input_shards(cfg, sections: list[str]) -> None:
+  shards, processes = config_lib.input_shard_count(cfg), jax.process_count()
+  if shards % processes:
+    raise config_lib.ConfigError(f"data.input_shards={shards} must be a multiple of the "
+                                 f"{processes} processes (each reads whole shards)")
+  for section in sections:
+    if cfg[section].batch_size % shards:
+      raise config_lib.ConfigError(f"{section}.batch_size={cfg[section].batch_size} must be a "
+                                   f"multiple of data.input_shards={shards}")
 
 
 def run(cfg: ml_collections.ConfigDict, workdir: epath.PathLike) -> Summary:
@@ -100,14 +112,15 @@ def run(cfg: ml_collections.ConfigDict, workdir: epath.PathLike) -> Summary:
     if upstream is not None and upstream.key in failed:
       failed.add(stage.key)
       _fail_without_running(ctx, stage, label, summary)
-    elif kind.complete(ctx, stage):
+    elif mesh_lib.agreed(kind.complete(ctx, stage)):
       summary.skipped += 1
       print(f"{label}  (complete, skipped)", flush=True)
     elif not _attempt(label, summary, kind.run, ctx, stage, label):
       failed.add(stage.key)
       if isinstance(stage, grid.Evaluate):
         _write_failed_row(ctx, stage, "evaluation failed")
-  report.write(cfg, ctx.workdir, results.load(ctx.workdir))
+  if mesh_lib.is_primary():  # the tables and plots, once
+    report.write(cfg, ctx.workdir, results.load(ctx.workdir))
   summary.wall_s = time.perf_counter() - start
   print(f"done: {summary.ran} stages ran, {summary.skipped} skipped, {summary.failed} failed "
         f"in {summary.wall_s:.0f} s; results in {ctx.workdir}", flush=True)
@@ -172,7 +185,7 @@ def _fail_without_running(ctx: stages.Context, stage, label: str, summary: Summa
 
 def _write_failed_row(ctx: stages.Context, stage: grid.Evaluate, why: str) -> None:
   row = stages.describe(ctx.cfg, ctx.workdir, stage)
-  results.write_row(ctx.workdir, dict(row, status="failed", error=why))
+  stages.write_row(ctx.workdir, dict(row, status="failed", error=why))
 
 
 def status(cfg: ml_collections.ConfigDict, workdir: epath.PathLike) -> None:

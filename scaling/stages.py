@@ -8,6 +8,8 @@ whether it is complete, so the runner can skip it on a re-run.
     <workdir>/cooldown/<key>/    a WSD decay branch's checkpoint at its budget D_p
     <workdir>/finetune/<key>/    orbax checkpoint of the finetuned model
     <workdir>/results/<key>.json one row per evaluation
+    <workdir>/logs/<kind>/<key>/ TensorBoard and JSONL records of a training stage
+                                 (kind: pretrain, cooldown or finetune; see scaling.logs)
 """
 from __future__ import annotations
 
@@ -22,9 +24,12 @@ from etils import epath
 
 from models import accounting
 from scaling import checkpoint
+from scaling import config as config_lib
 from scaling import evaluate
 from scaling import grid
 from scaling import inputs
+from scaling import logs
+from scaling import mesh as mesh_lib
 from scaling import optim
 from scaling import results
 from scaling import train
@@ -46,9 +51,20 @@ class Context:
     return train.get_trainer(model_cfg, train.StepConfig.from_section(self.cfg[section]),
                              self.mesh, int(self.cfg.seed))
 
-  def progress(self, label: str, section: str, total_steps: int | None = None) -> train.Progress:
-    return train.Progress(label, self.cfg[section].log_every, total_steps=total_steps,
-                          peak_flops=self.peak_flops)
+  def input_shards(self, trainer: train.Trainer, section: str) -> inputs.InputShards:
+    count = config_lib.input_shard_count(self.cfg)
+    batch_size = int(self.cfg[section].batch_size)
+    return inputs.InputShards(tuple(trainer.local_input_shards(batch_size, count)), count)
+
+  def progress(self, stage, label: str, section: str, *, total_steps: int | None = None,
+               total_tokens: int | None = None) -> logs.Progress:
+    """Process 0 shows a stage's progress and writes its logs; every process computes
+    the same numbers."""
+    primary = mesh_lib.is_primary()
+    return logs.Progress(label, self.cfg[section].log_every,
+                         folder=log_dir(self.workdir, stage) if primary else None,
+                         total_steps=total_steps, total_tokens=total_tokens,
+                         peak_flops=self.peak_flops, show=primary)
 
 
 _FOLDERS = {grid.Train: "pretrain", grid.Cooldown: "cooldown", grid.Finetune: "finetune"}
@@ -56,6 +72,10 @@ _FOLDERS = {grid.Train: "pretrain", grid.Cooldown: "cooldown", grid.Finetune: "f
 
 def stage_dir(workdir: epath.Path, stage) -> epath.Path:
   return workdir / _FOLDERS[type(stage)] / stage.key
+
+
+def log_dir(workdir: epath.Path, stage) -> epath.Path:
+  return workdir / "logs" / _FOLDERS[type(stage)] / stage.key
 
 
 def _weights_checkpoint(workdir: epath.Path, weights: grid.Weights) -> tuple[epath.Path, int]:
@@ -90,12 +110,15 @@ def run_train(ctx: Context, stage: grid.Train, label: str) -> None:
   points = train_missing(ctx.cfg, ctx.workdir, stage)
   trainer = ctx.trainer(stage, "pretrain")
   state, counters = _resume(ctx, stage, trainer, points[0])
-  batches = ctx.data.train_batches(stage.data, seed=ctx.cfg.seed)
+  batches = ctx.data.train_batches(stage.data, ctx.cfg.seed, ctx.input_shards(trainer, "pretrain"))
   _skip(batches, counters.step)
   folder = stage_dir(ctx.workdir, stage)
 
+  def reached(counters: train.Counters) -> bool:
+    return bool(points) and counters.tokens >= points[0]
+
   def save_reached(state: train.TrainState, counters: train.Counters) -> None:
-    while points and counters.tokens >= points[0]:
+    while reached(counters):
       point = points.pop(0)
       checkpoint.save(folder, point, dict(model=state.model, optimizer=state.optimizer),
                       dataclasses.asdict(counters))
@@ -105,7 +128,8 @@ def run_train(ctx: Context, stage: grid.Train, label: str) -> None:
   horizon = max(stage.D_p)
   train.train(trainer, state, batches, counters, until=lambda c: not points,
               learning_rate=lambda c: _learning_rate(ctx.cfg.pretrain, c, horizon),
-              progress=ctx.progress(label, "pretrain"), on_step=save_reached)
+              progress=ctx.progress(stage, label, "pretrain", total_tokens=max(points)),
+              on_step=save_reached, save_due=reached)
 
 
 def _resume(ctx: Context, stage: grid.Train, trainer: train.Trainer, first_missing: int):
@@ -160,7 +184,8 @@ def run_cooldown(ctx: Context, stage: grid.Cooldown, label: str) -> None:
   trainer = ctx.trainer(stage.train, "pretrain")
   branch = max(1, round((1.0 - float(section.cooldown_fraction)) * stage.D_p))
   state, counters = _restore_state(trainer, stage_dir(ctx.workdir, stage.train), branch)
-  batches = ctx.data.train_batches(stage.train.data, seed=ctx.cfg.seed)
+  batches = ctx.data.train_batches(stage.train.data, ctx.cfg.seed,
+                                   ctx.input_shards(trainer, "pretrain"))
   _skip(batches, counters.step)
   # Chosen so that WSD's own branch step for this length is the step we branch at.
   total_steps = max(counters.step + 1, round(counters.step / (1.0 - section.cooldown_fraction)))
@@ -168,7 +193,7 @@ def run_cooldown(ctx: Context, stage: grid.Cooldown, label: str) -> None:
   state = train.train(
       trainer, state, batches, counters, until=lambda c: c.tokens >= stage.D_p,
       learning_rate=lambda c: optim.learning_rate_at(step_cfg, c.step, total_steps),
-      progress=ctx.progress(label, "pretrain"))
+      progress=ctx.progress(stage, label, "pretrain", total_tokens=stage.D_p))
   checkpoint.save(stage_dir(ctx.workdir, stage), stage.D_p, dict(model=state.model),
                   dict(dataclasses.asdict(counters), branch_tokens=branch))
 
@@ -188,13 +213,13 @@ def run_finetune(ctx: Context, stage: grid.Finetune, label: str) -> None:
   items, _ = checkpoint.restore(folder, step, dict(model=trainer.abstract_model_state))
   state = trainer.start_from(items["model"])
   subset = ctx.data.finetune_subset(stage.pair, stage.D_f, section)
-  batches = subset.batches(section.batch_size, seed=ctx.cfg.seed)
+  batches = subset.batches(section.batch_size, ctx.cfg.seed, ctx.input_shards(trainer, "finetune"))
   counters = train.Counters()
   step_cfg = train.StepConfig.from_section(section)
   state = train.train(
       trainer, state, batches, counters, until=lambda c: c.step >= section.steps,
       learning_rate=lambda c: optim.learning_rate_at(step_cfg, c.step, section.steps),
-      progress=ctx.progress(label, "finetune", total_steps=section.steps))
+      progress=ctx.progress(stage, label, "finetune", total_steps=section.steps))
   checkpoint.save(stage_dir(ctx.workdir, stage), section.steps, dict(model=state.model),
                   dict(dataclasses.asdict(counters), examples=subset.n_examples,
                        subset_tokens=subset.n_tokens))
@@ -221,9 +246,15 @@ def run_evaluate(ctx: Context, stage: grid.Evaluate, label: str) -> dict:
     scores = evaluate.language_model(ctx.data, trainer, items["model"], stage.weights.train.data)
     shown = f"loss {scores['loss']:.3f}  ({scores['bits_per_token']:.3f} bits/token)"
   row = dict(describe(ctx.cfg, ctx.workdir, stage), status="ok", **scores)
-  results.write_row(ctx.workdir, row)
+  write_row(ctx.workdir, row)
   print(f"{label}  {shown}", flush=True)
   return row
+
+
+def write_row(workdir: epath.Path, row: dict) -> None:
+  """Process 0 writes the study's rows; every process computed them alike."""
+  if mesh_lib.is_primary():
+    results.write_row(workdir, row)
 
 
 def describe(cfg: ml_collections.ConfigDict, workdir: epath.Path, stage: grid.Evaluate) -> dict:

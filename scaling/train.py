@@ -24,6 +24,7 @@ from models import accounting
 from models import decoding
 from models import build_model as build_module
 from models import sizes as sizes_lib
+from scaling import logs
 from scaling import mesh as mesh_lib
 from scaling import optim
 
@@ -80,6 +81,7 @@ class ModelConfig:
   size: sizes_lib.ModelSize
   dtype: str = "float32"
   param_dtype: str = "float32"
+  remat: str = "none"   # rematerialisation policy of each block (models.layers.REMAT_POLICIES)
 
 
 def cross_entropy(logits_BTV: jax.Array, targets_BT: jax.Array,
@@ -114,7 +116,8 @@ def forward(model: nnx.Module, batch: Batch, *, dropout_key: jax.Array | None = 
 
 def build_model(model_cfg: ModelConfig, seed: int) -> nnx.Module:
   return build_module(model_cfg.size, dtype=_DTYPES[model_cfg.dtype],
-                      param_dtype=_DTYPES[model_cfg.param_dtype], rngs=nnx.Rngs(seed))
+                      param_dtype=_DTYPES[model_cfg.param_dtype], remat=model_cfg.remat,
+                      rngs=nnx.Rngs(seed))
 
 
 class Trainer:
@@ -135,6 +138,7 @@ class Trainer:
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
         abstract_state, self.state_sharding)
     self.batch_sharding = mesh_lib.batch_sharding(mesh)
+    self.replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     self.model_state_sharding = self.state_sharding.model
     self.abstract_model_state = self.abstract_state.model
     self._init = jax.jit(self._init_fn, static_argnums=0, out_shardings=self.state_sharding)
@@ -142,9 +146,13 @@ class Trainer:
                                out_shardings=self.state_sharding)
     self._step = jax.jit(self._step_fn,
                          in_shardings=(self.state_sharding, self.batch_sharding, None),
-                         out_shardings=(self.state_sharding, None), donate_argnums=0)
-    self._nll = jax.jit(self._nll_fn, in_shardings=(self.model_state_sharding, self.batch_sharding))
-    self._decode = jax.jit(self._decode_fn, static_argnums=2)
+                         out_shardings=(self.state_sharding, self.replicated),
+                         donate_argnums=0)
+    # Results every host reads back (metrics, sums, decoded tokens) are replicated.
+    self._nll = jax.jit(self._nll_fn, in_shardings=(self.model_state_sharding, self.batch_sharding),
+                        out_shardings=self.replicated)
+    self._decode = jax.jit(self._decode_fn, static_argnums=2, out_shardings=self.replicated)
+    self._all_finite = jax.jit(_all_finite, out_shardings=self.replicated)
 
   # -- pure functions (jitted above) --
   def _init_fn(self, seed: int) -> TrainState:
@@ -193,11 +201,33 @@ class Trainer:
     with mesh_lib.activate(self.mesh):
       return self._start_from(model_state)
 
-  def step(self, state: TrainState, batch: Batch,
+  def step(self, state: TrainState, local_batch: Batch,
            learning_rate: float) -> tuple[TrainState, dict]:
-    """One update at `learning_rate` (set by the host: schedules never recompile)."""
+    """One update at `learning_rate` (set by the host: schedules never recompile) on
+    the global batch whose rows on this process's devices are `local_batch`."""
     with mesh_lib.activate(self.mesh):
-      return self._step(state, self._put(batch), np.float32(learning_rate))
+      return self._step(state, self._put_local(local_batch), np.float32(learning_rate))
+
+  def lower_step(self, batch: Batch) -> jax.stages.Lowered:
+    """The train step lowered for global batches shaped like `batch` (arrays or
+    ShapeDtypeStructs), without running it: `.compile().memory_analysis()` gives what
+    each device holds, with nothing allocated."""
+    abstract_batch = {k: jax.ShapeDtypeStruct(np.shape(v), jax.dtypes.canonicalize_dtype(v.dtype),
+                                              sharding=self.batch_sharding)
+                      for k, v in batch.items() if k in _FEATURES}
+    learning_rate = jax.ShapeDtypeStruct((), jnp.float32)
+    with mesh_lib.activate(self.mesh):
+      return self._step.lower(self.abstract_state, abstract_batch, learning_rate)
+
+  def params_finite(self, state: TrainState) -> bool:
+    """Whether every parameter is finite: one pass over the parameters, taken before a
+    state is saved, never on every step."""
+    with mesh_lib.activate(self.mesh):
+      return bool(self._all_finite(state.model.params))
+
+  def local_input_shards(self, batch_size: int, num_shards: int) -> list[int]:
+    """The input shards (equal row blocks of the global batch) this process reads."""
+    return mesh_lib.local_row_blocks(self.batch_sharding, batch_size, num_shards)
 
   def nll(self, model_state, batch: Batch) -> tuple[float, float]:
     """Summed cross-entropy and target-token count of `model_state` on `batch`."""
@@ -208,11 +238,33 @@ class Trainer:
   def decode(self, model_state, encoder_input_tokens_BS: np.ndarray, max_length: int) -> np.ndarray:
     """Greedy translations (token ids, 0 after EOS) of a batch of encoder inputs."""
     with mesh_lib.activate(self.mesh):
-      return np.asarray(self._decode(model_state, jnp.asarray(encoder_input_tokens_BS), max_length))
+      tokens = _global_array(np.asarray(encoder_input_tokens_BS), self.replicated)
+      return np.asarray(self._decode(model_state, tokens, max_length))
 
   def _put(self, batch: Batch) -> Batch:
-    return {k: jax.device_put(np.asarray(batch[k]), self.batch_sharding)
+    """A global batch every process holds in full (evaluation data) onto the mesh."""
+    return {k: _global_array(np.asarray(batch[k]), self.batch_sharding)
             for k in _FEATURES if k in batch}
+
+  def _put_local(self, local_batch: Batch) -> Batch:
+    """This process's rows of a global batch onto the mesh; each process reads only its
+    own input shards, so no host holds the whole global batch."""
+    if jax.process_count() == 1:
+      return self._put(local_batch)
+    return {k: jax.make_array_from_process_local_data(self.batch_sharding, np.asarray(v))
+            for k, v in local_batch.items() if k in _FEATURES}
+
+
+def _all_finite(tree) -> jax.Array:
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+            if jnp.issubdtype(x.dtype, jnp.inexact)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
+
+
+def _global_array(value: np.ndarray, sharding: jax.sharding.Sharding) -> jax.Array:
+  if jax.process_count() == 1:
+    return jax.device_put(value, sharding)
+  return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
 
 
 @functools.lru_cache(maxsize=16)
@@ -242,38 +294,24 @@ def batch_tokens(batch: Batch) -> int:
   return int(source_tokens + np.count_nonzero(batch["decoder_target_tokens"]))
 
 
-def batch_flops(size: sizes_lib.ModelSize, batch: Batch) -> float:
-  """Training FLOPs of one step on this batch, at its padded lengths (compute spent)."""
-  b, t = batch["decoder_target_tokens"].shape
-  source = batch.get("encoder_input_tokens")
+def global_batch_tokens(local_batch: Batch) -> int:
+  """Tokens of the global batch whose rows here are `local_batch`. Every process reads
+  only its rows, so the counts are summed over processes: a host-side collective
+  each step (packed batches, with a fixed token count per step, will not need it)."""
+  tokens = batch_tokens(local_batch)
+  if jax.process_count() == 1:
+    return tokens
+  from jax.experimental import multihost_utils
+  return int(np.sum(multihost_utils.process_allgather(np.int32(tokens))))
+
+
+def batch_flops(size: sizes_lib.ModelSize, local_batch: Batch) -> float:
+  """Training FLOPs of one step on the global batch (every process holds as many rows
+  as this one), at its padded lengths (compute spent)."""
+  b, t = local_batch["decoder_target_tokens"].shape
+  source = local_batch.get("encoder_input_tokens")
   s = 0 if source is None else source.shape[1]
-  return b * accounting.train_flops_per_example(size, s, t)
-
-
-@dataclasses.dataclass
-class Progress:
-  """Prints 'stage i/n', step, loss and tokens/s every `every` steps."""
-  label: str
-  every: int
-  total_steps: int | None = None
-  peak_flops: float | None = None
-  _t0: float = dataclasses.field(default_factory=time.perf_counter)
-  _tokens: int = 0
-  _flops: float = 0.0
-
-  def update(self, step: int, metrics: dict, tokens: int, flops: float, *,
-             force: bool = False) -> None:
-    self._tokens += tokens
-    self._flops += flops
-    if step % self.every and not force:
-      return
-    loss = float(metrics["loss"])  # blocks on the device only when printing
-    dt = max(time.perf_counter() - self._t0, 1e-9)
-    of = f"/{self.total_steps}" if self.total_steps else ""
-    mfu = f"  MFU {100 * self._flops / dt / self.peak_flops:4.1f}%" if self.peak_flops else ""
-    print(f"{self.label}  step {step}{of}  loss {loss:.3f}  "
-          f"{self._tokens / dt:,.0f} tok/s{mfu}", flush=True)
-    self._t0, self._tokens, self._flops = time.perf_counter(), 0, 0.0
+  return b * jax.process_count() * accounting.train_flops_per_example(size, s, t)
 
 
 @dataclasses.dataclass
@@ -285,22 +323,83 @@ class Counters:
   wall_s: float = 0.0
 
 
+class Diverged(RuntimeError):
+  """The loss (or the gradient norm, or the parameters) became NaN or infinite: the run
+  stops at update `step`, whose loss was `loss`."""
+
+  def __init__(self, step: int, loss: float, what: str = "loss"):
+    super().__init__(step, loss, what)  # pickled as its arguments (Ray executors)
+    self.step, self.loss, self.what = step, loss, what
+
+  def __str__(self) -> str:
+    if self.what == "parameters":  # the loss of that update was still finite
+      return f"parameters not finite after step {self.step}"
+    return f"{self.what} not finite at step {self.step} (loss {self.loss})"
+
+
+class DivergenceWatch:
+  """Stops a run whose loss is NaN or infinite, without a device sync per step: the
+  per-step losses and gradient norms stay on the device until `check_losses` fetches
+  them all at once (when progress is recorded anyway). `check` also verifies the
+  parameters, as the update after the last finite loss may already have broken them:
+  it is what a state must pass before it is saved."""
+
+  def __init__(self, trainer: Trainer):
+    self.trainer = trainer
+    self._pending: list[tuple[int, dict]] = []
+    self._verified_step = -1
+
+  def add(self, step: int, metrics: dict) -> None:
+    self._pending.append((step, dict(loss=metrics["loss"], grad_norm=metrics["grad_norm"])))
+
+  def check_losses(self) -> None:
+    pending, self._pending = self._pending, []
+    for step, values in zip([s for s, _ in pending], jax.device_get([v for _, v in pending])):
+      loss, grad_norm = float(values["loss"]), float(values["grad_norm"])
+      if not np.isfinite(loss):
+        raise Diverged(step, loss)
+      if not np.isfinite(grad_norm):
+        raise Diverged(step, loss, "gradient norm")
+
+  def check(self, state: TrainState, step: int) -> None:
+    if step == self._verified_step:
+      return
+    self.check_losses()
+    if not self.trainer.params_finite(state):
+      raise Diverged(step, float("nan"), "parameters")
+    self._verified_step = step
+
+
 def train(trainer: Trainer, state: TrainState, batches: Iterator[Batch], counters: Counters, *,
           until: Callable[[Counters], bool], learning_rate: Callable[[Counters], float],
-          progress: Progress, on_step: Callable[[TrainState, Counters], None] | None = None
-          ) -> TrainState:
+          progress: logs.Progress, on_step: Callable[[TrainState, Counters], None] | None = None,
+          save_due: Callable[[Counters], bool] | None = None) -> TrainState:
   """The one training loop: steps until `until(counters)`, each update at
   `learning_rate(counters)`; `on_step(state, counters)` follows every update (that is
-  where checkpoints are taken). `counters` is updated in place."""
+  where checkpoints are taken). `counters` is updated in place; `progress` is closed
+  when the loop ends.
+
+  A NaN or infinite loss raises `Diverged`. Losses are checked whenever progress is
+  recorded; the whole state (losses and parameters) when `save_due(counters)` says
+  `on_step` will save and before the state is returned, so a diverged state is never
+  checkpointed. `on_step` must save only when `save_due` holds."""
   size = trainer.model_cfg.size
   start = time.perf_counter() - counters.wall_s
-  while not until(counters):
-    batch = next(batches)
-    state, metrics = trainer.step(state, batch, learning_rate(counters))
-    n, f = batch_tokens(batch), batch_flops(size, batch)
-    counters.step, counters.tokens, counters.flops = counters.step + 1, counters.tokens + n, counters.flops + f
-    counters.wall_s = time.perf_counter() - start
-    progress.update(counters.step, metrics, n, f, force=until(counters))
-    if on_step is not None:
-      on_step(state, counters)
+  watch = DivergenceWatch(trainer)
+  with progress:
+    while not until(counters):
+      batch = next(batches)
+      state, metrics = trainer.step(state, batch, learning_rate(counters))
+      n, f = batch_tokens(batch), batch_flops(size, batch)
+      counters.step, counters.tokens, counters.flops = counters.step + 1, counters.tokens + n, counters.flops + f
+      counters.wall_s = time.perf_counter() - start
+      progress.update(counters, metrics, n, f)
+      watch.add(counters.step, metrics)
+      if save_due is not None and save_due(counters):
+        watch.check(state, counters.step)
+      elif progress.due(counters.step):
+        watch.check_losses()
+      if on_step is not None:
+        on_step(state, counters)
+    watch.check(state, counters.step)  # the caller may save what is returned
   return state

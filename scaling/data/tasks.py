@@ -453,7 +453,8 @@ def _freeze(value):
 
 def get_batches(task_or_mixture: str, split: str, input_length: int, target_length: int,
                 batch_size: int, seed: Optional[int], shuffle: bool = True,
-                repeat: bool = True, lm: bool = False) -> Iterator[dict[str, np.ndarray]]:
+                repeat: bool = True, lm: bool = False,
+                shard_info: Optional[seqio.ShardInfo] = None) -> Iterator[dict[str, np.ndarray]]:
   """Batches of model features (int32 numpy arrays, [batch_size, length]).
 
   Keys: encoder_input_tokens, decoder_input_tokens, decoder_target_tokens,
@@ -462,7 +463,8 @@ def get_batches(task_or_mixture: str, split: str, input_length: int, target_leng
   once and the final batch is filled up with all-zero rows (loss weight 0), so
   every batch has batch_size rows. With lm=True (causal-LM tasks) seqio's
   LMFeatureConverter gives the decoder features alone, `target_length` long, and
-  `input_length` is unused.
+  `input_length` is unused. `shard_info` reads one of several disjoint shards of the
+  data (seqio's sharding of the sources), e.g. this host's share of a global batch.
   For span-corruption tasks, target_length must be at least
   spans.span_corruption_target_length(input_length).
   """
@@ -481,7 +483,7 @@ def get_batches(task_or_mixture: str, split: str, input_length: int, target_leng
   dataset = seqio.get_dataset(
       provider, task_feature_lengths=lengths, feature_converter=converter,
       dataset_split=split, shuffle=shuffle, num_epochs=None if repeat else 1, seed=seed,
-      verbose=False)
+      shard_info=shard_info, verbose=False)
   dataset = dataset.map(lambda x: {k: x[k] for k in _MODEL_FEATURES if k in x})
   if repeat:
     dataset = dataset.batch(batch_size, drop_remainder=True)
