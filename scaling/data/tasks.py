@@ -33,6 +33,13 @@ import tensorflow_datasets as tfds
 from scaling.data import spans
 from scaling.data import synthetic
 
+# The input pipeline runs on the host: TensorFlow must not take the accelerators'
+# memory (by default it would grab every GPU's) before JAX does.
+try:
+  tf.config.set_visible_devices([], "GPU")
+except RuntimeError:  # TensorFlow already initialised its devices: too late to change
+  pass
+
 PREFIX_FORMAT = "translate {src} to {tgt}: "
 # The synthetic train streams are already i.i.d. draws; a small buffer only mixes
 # neighbouring examples and keeps the first batch fast.
