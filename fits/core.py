@@ -10,6 +10,17 @@ Holdout (which points the fit does not see; their error is always reported):
   a bool array   True marks a held-out point.
 Starts: "grid" (the law's default grid; Chinchilla's is Hoffmann et al.'s 4,500 points), an int
 (that many random starts in the grid's box, raw scale), or an array of natural-scale starts.
+Bounds: {name: (lower, upper)}, natural scale, None for an open side, e.g.
+  fit("sigmoid_link", loss, accuracy, bounds={"b": (None, 1.0)})   # the ceiling stays below 1
+They add to the law's own bounds (positivity, `Law.bounds`) and replace them for the parameters
+they name.  Every start, step and bootstrap refit stays strictly inside (fits.bounds: a change of
+variables, not clipping): a grid or random start outside is moved 1 % of the interval (or of the
+bound's size) inside; an explicit start outside is an error.  A parameter that ends on a bound
+is named in the diagnostics.
+Bootstrap: `bootstrap` refits on resampled data give percentile intervals.  Points are resampled
+one by one, or, with `bootstrap_groups` (one label per point, e.g. the pretraining run of each
+checkpoint), whole groups at a time (a block bootstrap): points of one group share their errors,
+and resampling them as independent points understates the uncertainty.
 Errors: relative error pred/y - 1; `train_error` and `heldout_error` are its root mean square on
 the fitted and on the held-out points.
 """
@@ -53,6 +64,8 @@ class FitResult:
     level: float = 0.95
     heldout_errors: list[float] = dataclasses.field(default_factory=list)
     fixed: dict[str, float] = dataclasses.field(default_factory=dict)
+    n_groups: int = 0  # groups the block bootstrap resampled; 0 for a point bootstrap
+    bounds: dict[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
     law_obj: Any = dataclasses.field(default=None, repr=False, compare=False)
     bootstrap_params: np.ndarray | None = dataclasses.field(default=None, repr=False,
                                                             compare=False)
@@ -88,7 +101,8 @@ class FitResult:
             "heldout_error": self.heldout_error, "heldout_errors": list(self.heldout_errors),
             "objective": self.objective, "loss": self.loss, "delta": self.delta,
             "n_starts": self.n_starts, "n_converged": self.n_converged,
-            "n_bootstrap": self.n_bootstrap, "level": self.level,
+            "n_bootstrap": self.n_bootstrap, "n_groups": self.n_groups, "level": self.level,
+            "bounds": {k: list(v) for k, v in self.bounds.items()},
             "diagnostics": list(self.diagnostics),
         }
 
@@ -161,34 +175,88 @@ def heldout_mask(holdout, order_key: np.ndarray) -> np.ndarray:
     return mask.copy()
 
 
-def _start_matrix(law, starts, free_idx, seed) -> np.ndarray:
-    """Raw-scale starts for the free parameters, shape (S, n_free)."""
-    grid_raw = law.to_raw(law.start_grid())[:, free_idx]
+def _start_matrix(law, box, starts, free_idx, seed) -> np.ndarray:
+    """Raw-scale starts for the free parameters, shape (S, n_free), strictly inside the bounds."""
+    free = list(free_idx)
     if starts is None or (isinstance(starts, str) and starts == "grid"):
-        out = grid_raw
+        natural = box.move_inside(law.start_grid())
     elif isinstance(starts, (int, np.integer)) and not isinstance(starts, bool):
-        if starts < 1:
-            raise ValueError(f"starts must be >= 1, got {starts}")
-        lo, hi = grid_raw.min(axis=0), grid_raw.max(axis=0)
-        lo, hi = np.where(hi > lo, lo, lo - 1.0), np.where(hi > lo, hi, hi + 1.0)
-        rng = np.random.default_rng(seed)
-        out = rng.uniform(lo, hi, size=(int(starts), len(free_idx)))
+        natural = box.move_inside(_random_starts(law, int(starts), seed))
     elif isinstance(starts, str):
         raise ValueError(f"starts must be None, 'grid', an int or an array, got {starts!r}")
     else:
-        arr = np.atleast_2d(np.asarray(starts, dtype=float))
-        if arr.shape[1] == law.n_params:
-            arr = arr[:, free_idx]
-        if arr.shape[1] != len(free_idx):
-            raise ValueError(f"starts has {arr.shape[1]} columns, expected {law.n_params} "
-                             f"(or {len(free_idx)} free parameters)")
-        full = np.zeros((len(arr), law.n_params))
-        full[:, free_idx] = arr
-        out = law.to_raw(full)[:, free_idx]
-    out = out[np.all(np.isfinite(out), axis=1)]
-    if len(out) == 0:
-        raise ValueError("starts: no finite start (positive parameters need positive starts)")
-    return np.unique(out, axis=0)
+        natural = _explicit_starts(law, box, starts, free)
+    return np.unique(box.to_raw(natural)[:, free], axis=0)
+
+
+def _random_starts(law, n: int, seed: int) -> np.ndarray:
+    """n natural-scale starts drawn uniformly on the raw scale of the law's grid box."""
+    if n < 1:
+        raise ValueError(f"starts must be >= 1, got {n}")
+    grid_raw = law.to_raw(law.start_grid())
+    lo, hi = grid_raw.min(axis=0), grid_raw.max(axis=0)
+    lo, hi = np.where(hi > lo, lo, lo - 1.0), np.where(hi > lo, hi, hi + 1.0)
+    return law.to_natural(np.random.default_rng(seed).uniform(lo, hi, size=(n, law.n_params)))
+
+
+def _explicit_starts(law, box, starts, free) -> np.ndarray:
+    """Natural-scale starts given by the caller, full width; each must lie inside the bounds."""
+    arr = np.atleast_2d(np.asarray(starts, dtype=float))
+    if arr.ndim != 2 or arr.shape[1] not in (law.n_params, len(free)):
+        raise ValueError(f"starts has shape {arr.shape}, expected (n, {law.n_params}) "
+                         f"(or (n, {len(free)}) for the free parameters)")
+    if not len(arr):
+        raise ValueError("starts is empty")
+    full = np.ones((len(arr), law.n_params))
+    full[:, free] = arr[:, free] if arr.shape[1] == law.n_params else arr
+    outside = ~box.inside(full)[:, free]
+    if outside.any(axis=1).all():
+        limits = ", ".join(f"{box.names[free[j]]} in {box.describe(free[j])}"
+                           for j in np.flatnonzero(outside.any(axis=0)))
+        raise ValueError(f"bounds exclude every start: no start lies strictly inside {limits}")
+    for row, j in zip(*np.nonzero(outside)):
+        name = box.names[free[j]]
+        raise ValueError(f"starts: start {row} puts {name} = {full[row, free[j]]:g} outside its "
+                         f"bounds {box.describe(free[j])} (starts must lie strictly inside)")
+    return full
+
+
+def _fit_box(law, bounds, fixed):
+    """The fit's bounds.  A fixed value must lie inside its bounds; once checked, a fixed parameter
+    keeps only the law's positivity, so its raw value maps back to it exactly."""
+    box = law.box(bounds)
+    for name, value in fixed.items():
+        i = law.param_names.index(name)
+        if not box.inside([value] * law.n_params)[i]:
+            raise ValueError(f"fixed: {name} = {value:g} lies outside its bounds {box.describe(i)}")
+    if not fixed:
+        return box
+    plain = law.box({n: (None, None) for n in law.param_names})
+    is_fixed = np.isin(law.param_names, list(fixed))
+    return dataclasses.replace(box, lower=np.where(is_fixed, plain.lower, box.lower),
+                               upper=np.where(is_fixed, plain.upper, box.upper))
+
+
+def _group_codes(bootstrap_groups, n_points: int, held: np.ndarray, bootstrap: int):
+    """Integer group codes of the fitted points (None without groups); ValueError names a length
+    mismatch, a missing label, and a single group where a block bootstrap needs several."""
+    if bootstrap_groups is None:
+        return None
+    labels = list(np.asarray(bootstrap_groups, dtype=object).reshape(-1))
+    if len(labels) != n_points:
+        raise ValueError(f"bootstrap_groups has {len(labels)} labels for {n_points} points; "
+                         f"give one label per point of x and y")
+    for i, label in enumerate(labels):
+        if label is None or (isinstance(label, float) and math.isnan(label)):
+            raise ValueError(f"bootstrap_groups has a missing label at index {i}")
+    codes = {}
+    fitted = np.array([codes.setdefault(label, len(codes))
+                       for label, h in zip(labels, held) if not h], dtype=np.int64)
+    if bootstrap and len(codes) < 2:
+        raise ValueError(f"bootstrap_groups: the fitted points form a single group "
+                         f"({next(iter(codes), None)!r}); a block bootstrap resamples whole groups "
+                         f"and needs at least 2")
+    return fitted
 
 
 # ----------------------------------------------------------------------------------------------
@@ -196,23 +264,15 @@ def _start_matrix(law, starts, free_idx, seed) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------
 
 def fit(law_or_name, x, y, *, holdout=None, loss: str | None = None, delta: float | None = None,
-        starts=None, bootstrap: int = 0, seed: int = 0, fixed: Mapping[str, float] | None = None,
+        starts=None, bounds: Mapping[str, tuple] | None = None, bootstrap: int = 0,
+        bootstrap_groups=None, seed: int = 0, fixed: Mapping[str, float] | None = None,
         level: float = 0.95, engine_name: str = "jax", max_iter: int = 300) -> FitResult:
     """Fit a law to (x, y); see the module docstring.  Raises ValueError on bad input only."""
     law = _resolve_law(law_or_name, x)
     xs, y = check_data(law, x, y)
     loss = law.default_loss if loss is None else loss
     delta = law.default_delta if delta is None else float(delta)
-    if loss not in ("huber", "lsq"):
-        raise ValueError(f"loss must be 'huber' or 'lsq', got {loss!r}")
-    if not (delta > 0 and math.isfinite(delta)):
-        raise ValueError(f"delta must be a positive number, got {delta}")
-    if not isinstance(bootstrap, (int, np.integer)) or bootstrap < 0:
-        raise ValueError(f"bootstrap must be a non-negative int, got {bootstrap!r}")
-    if not 0 < level < 1:
-        raise ValueError(f"level must lie in (0, 1), got {level}")
-    if engine_name not in ("jax", "scipy"):
-        raise ValueError(f"engine_name must be 'jax' or 'scipy', got {engine_name!r}")
+    _check_options(loss, delta, bootstrap, level, engine_name)
     fixed = dict(fixed or {})
     unknown = set(fixed) - set(law.param_names)
     if unknown:
@@ -225,28 +285,61 @@ def fit(law_or_name, x, y, *, holdout=None, loss: str | None = None, delta: floa
     if n_fit < len(free_idx):
         raise ValueError(f"fewer points than parameters: {n_fit} points to fit, "
                          f"{len(free_idx)} free parameters of law {law.name!r}")
-
+    groups = _group_codes(bootstrap_groups, len(y), held, bootstrap)
+    box = _fit_box(law, bounds, fixed)
     base_natural = np.array([fixed.get(n, 1.0) for n in law.param_names])
     problem = engine.Problem(
         law=law, xs=tuple(c[~held] for c in xs),
         target=np.log(y[~held]) if law.log_target else y[~held],
-        base_raw=law.to_raw(base_natural), free_idx=free_idx, loss=loss, delta=delta)
-    if not np.all(np.isfinite(problem.base_raw)):
-        raise ValueError(f"fixed: positive parameters of law {law.name!r} need positive values, "
-                         f"got {fixed}")
-    theta0 = _start_matrix(law, starts, list(free_idx), seed)
+        base_raw=np.where(np.isin(law.param_names, list(fixed)), box.to_raw(base_natural), 0.0),
+        free_idx=free_idx, loss=loss, delta=delta, box=box)
+    theta0 = _start_matrix(law, box, starts, free_idx, seed)
     solver = engine.minimize_lm if engine_name == "jax" else engine.minimize_scipy
     batch = solver(problem, theta0, max_iter=max_iter)
-    return _assemble(law, problem, batch, xs, y, held, fixed, bootstrap, seed, level, max_iter)
+    request = _Request(law=law, problem=problem, xs=xs, y=y, held=held, fixed=fixed,
+                       bootstrap=int(bootstrap), groups=groups, seed=seed, level=level,
+                       max_iter=max_iter)
+    return _assemble(request, batch)
 
 
-def _assemble(law, problem, batch, xs, y, held, fixed, bootstrap, seed, level, max_iter):
+@dataclasses.dataclass
+class _Request:
+    """What a fit was asked for, as `_assemble` needs it."""
+
+    law: laws_lib.Law
+    problem: engine.Problem
+    xs: tuple[np.ndarray, ...]
+    y: np.ndarray
+    held: np.ndarray
+    fixed: dict[str, float]
+    bootstrap: int
+    groups: np.ndarray | None
+    seed: int
+    level: float
+    max_iter: int
+
+
+def _check_options(loss, delta, bootstrap, level, engine_name) -> None:
+    if loss not in ("huber", "lsq"):
+        raise ValueError(f"loss must be 'huber' or 'lsq', got {loss!r}")
+    if not (delta > 0 and math.isfinite(delta)):
+        raise ValueError(f"delta must be a positive number, got {delta}")
+    if not isinstance(bootstrap, (int, np.integer)) or bootstrap < 0:
+        raise ValueError(f"bootstrap must be a non-negative int, got {bootstrap!r}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie in (0, 1), got {level}")
+    if engine_name not in ("jax", "scipy"):
+        raise ValueError(f"engine_name must be 'jax' or 'scipy', got {engine_name!r}")
+
+
+def _assemble(req: _Request, batch) -> FitResult:
+    law, problem, held, y = req.law, req.problem, req.held, req.y
     finite = np.isfinite(batch.objective)
     common = dict(law=law.name, formula=law.latex, param_names=law.param_names,
                   n_points=len(y), n_fit=int((~held).sum()), loss=problem.loss,
                   delta=problem.delta, n_starts=len(batch.objective),
-                  n_converged=int(batch.converged.sum()), level=level, fixed=dict(fixed),
-                  law_obj=law, fit_mask=~held)
+                  n_converged=int(batch.converged.sum()), level=req.level, fixed=dict(req.fixed),
+                  law_obj=law, fit_mask=~held, bounds=_declared_bounds(law, problem.box))
     if not finite.any():
         nan_params = {n: math.nan for n in law.param_names}
         return FitResult(params=nan_params, ci={}, se={}, train_error=math.nan,
@@ -260,31 +353,38 @@ def _assemble(law, problem, batch, xs, y, held, fixed, bootstrap, seed, level, m
     best = pool[np.argmin(batch.objective[pool])]
     theta = batch.theta[best]
     params = _natural_params(law, problem, theta)
-    pred = law.predict(params, xs)
+    pred = law.predict(params, req.xs)
     rel = pred / y - 1.0
     train_error = _rms(rel[~held])
     heldout_error = _rms(rel[held]) if held.any() else math.nan
-    boot = _bootstrap(problem, theta, bootstrap, seed, max_iter) if bootstrap else None
+    boot = _bootstrap(req, theta) if req.bootstrap else None
     ci = {}
     if boot is not None and len(boot):
-        lo, hi = np.percentile(boot, [50 * (1 - level), 50 * (1 + level)], axis=0)
+        lo, hi = np.percentile(boot, [50 * (1 - req.level), 50 * (1 + req.level)], axis=0)
         ci = {n: (float(lo[i]), float(hi[i])) for i, n in enumerate(law.param_names)
-              if n not in fixed}
+              if n not in req.fixed}
     status = "ok" if np.isfinite(pred[~held]).all() and batch.converged[best] else "failed"
-    diagnostics = _diagnostics(law, problem, batch, best, params, xs, y, train_error,
-                               heldout_error, boot, bootstrap, status)
+    diagnostics = _diagnostics(req, batch, best, params, train_error, heldout_error, boot, status)
+    n_groups = 0 if req.groups is None or not req.bootstrap else int(req.groups.max()) + 1
     return FitResult(params=params, ci=ci, se=_standard_errors(law, problem, theta),
                      train_error=train_error, heldout_error=heldout_error,
                      objective=float(batch.objective[best]), status=status,
-                     diagnostics=diagnostics, n_bootstrap=int(bootstrap),
+                     diagnostics=diagnostics, n_bootstrap=req.bootstrap, n_groups=n_groups,
                      heldout_errors=[float(v) for v in rel[held]],
                      bootstrap_params=boot, **common)
+
+
+def _declared_bounds(law, box) -> dict[str, tuple[float, float]]:
+    """The bounds beyond the law's positivity, as (lower, upper) with infinities for open sides."""
+    plain = law.box({n: (None, None) for n in law.param_names})
+    return {n: (float(box.lower[i]), float(box.upper[i])) for i, n in enumerate(law.param_names)
+            if box.lower[i] != plain.lower[i] or box.upper[i] != plain.upper[i]}
 
 
 def _natural_params(law, problem, theta) -> dict[str, float]:
     raw = problem.base_raw.copy()
     raw[list(problem.free_idx)] = theta
-    nat = law.to_natural(raw)
+    nat = problem.box.to_natural(raw)
     return {n: float(v) for n, v in zip(law.param_names, nat)}
 
 
@@ -292,18 +392,31 @@ def _rms(v: np.ndarray) -> float:
     return float(np.sqrt(np.mean(np.square(v)))) if v.size else math.nan
 
 
-def _bootstrap(problem, theta, n_resamples, seed, max_iter) -> np.ndarray:
-    """Natural-scale parameters of `n_resamples` case-resampled refits, all lanes of one LM batch,
-    started from the full-data optimum.  Failed resamples are dropped."""
-    n = len(problem.target)
-    rng = np.random.default_rng(seed + 1)
-    counts = rng.multinomial(n, np.full(n, 1.0 / n), size=n_resamples).astype(np.float64)
-    theta0 = np.repeat(theta[None, :], n_resamples, axis=0)
-    out = engine.minimize_lm(problem, theta0, counts, max_iter=max_iter, merge=False)
+def _bootstrap(req: _Request, theta) -> np.ndarray:
+    """Natural-scale parameters of `req.bootstrap` refits on resampled data, all lanes of one LM
+    batch, started from the full-data optimum (moved off any bound it sits on, where a refit could
+    not leave it).  Failed resamples are dropped."""
+    problem = req.problem
+    weights = _resample_weights(req.groups, len(problem.target), req.bootstrap, req.seed)
+    theta0 = np.repeat(problem.box.seed(theta, problem.free_idx)[None, :], req.bootstrap, axis=0)
+    out = engine.minimize_lm(problem, theta0, weights, max_iter=req.max_iter, merge=False)
     good = np.isfinite(out.objective) & out.converged
     raws = np.repeat(problem.base_raw[None, :], good.sum(), axis=0)
     raws[:, list(problem.free_idx)] = out.theta[good]
-    return problem.law.to_natural(raws)
+    return problem.box.to_natural(raws)
+
+
+def _resample_weights(groups, n_points: int, n_resamples: int, seed: int) -> np.ndarray:
+    """(n_resamples, n_points) point weights: how often each point is drawn.  Without groups,
+    points are drawn one by one; with groups, whole groups are drawn (as many draws as there are
+    groups) and every point of a group takes its group's count."""
+    rng = np.random.default_rng(seed + 1)
+    if groups is None:
+        return rng.multinomial(n_points, np.full(n_points, 1.0 / n_points),
+                               size=n_resamples).astype(np.float64)
+    n_groups = int(groups.max()) + 1
+    counts = rng.multinomial(n_groups, np.full(n_groups, 1.0 / n_groups), size=n_resamples)
+    return counts[:, groups].astype(np.float64)
 
 
 def _standard_errors(law, problem, theta) -> dict[str, float]:
@@ -320,42 +433,76 @@ def _standard_errors(law, problem, theta) -> dict[str, float]:
         except np.linalg.LinAlgError:
             return {nm: math.nan for nm in names}
     out = {}
+    slope = problem.box.slope(_full_raw(problem, theta))
+    on_bound = problem.box.side_reached(problem.box.to_natural(_full_raw(problem, theta)))
     for j, i in enumerate(problem.free_idx):
         se_raw = math.sqrt(cov[j, j]) if cov[j, j] >= 0 else math.nan
-        scale = math.exp(theta[j]) if law.positive[i] else 1.0
-        out[law.param_names[i]] = se_raw * scale
+        # on a bound the raw scale is flat: no local standard error
+        with np.errstate(all="ignore"):
+            out[law.param_names[i]] = math.nan if on_bound[i] else float(se_raw * abs(slope[i]))
     return out
 
 
-def _diagnostics(law, problem, batch, best, params, xs, y, train_error, heldout_error, boot,
-                 bootstrap, status) -> list[str]:
+def _full_raw(problem, theta) -> np.ndarray:
+    raw = problem.base_raw.copy()
+    raw[list(problem.free_idx)] = theta
+    return raw
+
+
+def _diagnostics(req: _Request, batch, best, params, train_error, heldout_error, boot,
+                 status) -> list[str]:
+    law, problem, bootstrap = req.law, req.problem, req.bootstrap
     notes = []
     if not batch.converged[best]:
         notes.append("fit failed: the best start had not converged when its iteration budget "
                      "(max_iter) ran out")
     elif status == "failed":
         notes.append("fit failed: the fitted law predicts non-finite values at the data")
-    for i in problem.free_idx:
-        name = law.param_names[i]
-        raw = batch.theta[best][problem.free_idx.index(i)]
-        if law.positive[i] and raw < math.log(1e-6):
-            notes.append(f"{name} at its bound (-> 0)")
-        elif abs(raw) > 50:
-            notes.append(f"{name} runs away ({params[name]:.3g})")
+    notes += _bound_notes(law, problem, batch.theta[best], params)
     notes += _start_disagreement(law, problem, batch, best)
     notes += _best_converged_is_worse(law, problem, batch, best)
     if (math.isfinite(heldout_error) and heldout_error > 0.02
             and heldout_error > 5 * max(train_error, 1e-12)):
         notes.append(f"held-out error {heldout_error:.3g} far above in-sample {train_error:.3g}")
-    notes += _monotonicity(law, xs, y)
+    notes += _monotonicity(law, req.xs, req.y)
     if len(problem.target) == len(problem.free_idx):
         notes.append("as many points as parameters: an interpolation, no residual left to judge")
     if bootstrap and boot is not None and len(boot) < bootstrap:
         notes.append(f"{bootstrap - len(boot)} of {bootstrap} bootstrap refits failed")
+    notes += _few_groups(req.groups if bootstrap else None)
     if law.name == "log_law" and notes:
         notes.append("log-law fit unreliable: per Isik et al. this signals pretraining data "
                      "misaligned with the task")
     return notes
+
+
+def _bound_notes(law, problem, theta, params) -> list[str]:
+    """Parameters that end on a bound, or run away towards infinity where no bound holds them."""
+    box = problem.box
+    sides = box.side_reached([params[n] for n in law.param_names])
+    notes = []
+    for j, i in enumerate(problem.free_idx):
+        name, side = law.param_names[i], sides[i]
+        if side == "lower" and box.lower[i] == 0.0:
+            notes.append(f"{name} at its bound (-> 0)")
+        elif side:
+            bound = box.lower[i] if side == "lower" else box.upper[i]
+            notes.append(f"{name} at its {side} bound ({bound:g})")
+        elif box.kind(i) == "none" and abs(theta[j]) > 50 or box.kind(i) == "one" and theta[j] > 50:
+            notes.append(f"{name} runs away ({params[name]:.3g})")
+    return notes
+
+
+def _few_groups(groups) -> list[str]:
+    """A block bootstrap over few groups has few distinct resamples to take percentiles of."""
+    if groups is None:
+        return []
+    n_groups = int(groups.max()) + 1
+    distinct = math.comb(2 * n_groups - 1, n_groups)
+    if distinct >= 100:
+        return []
+    return [f"block bootstrap over {n_groups} groups: its intervals rest on at most {distinct} "
+            f"distinct resamples"]
 
 
 def _start_disagreement(law, problem, batch, best) -> list[str]:
@@ -364,12 +511,15 @@ def _start_disagreement(law, problem, batch, best) -> list[str]:
     near = batch.converged & (batch.objective <= f_best + 1e-6 * max(abs(f_best), 1e-12))
     if near.sum() < 2:
         return []
-    thetas = batch.theta[near]
-    spread = thetas.max(axis=0) - thetas.min(axis=0)
+    raws = np.repeat(problem.base_raw[None, :], near.sum(), axis=0)
+    raws[:, list(problem.free_idx)] = batch.theta[near]
+    values = problem.box.to_natural(raws)  # natural scale: lanes on one bound agree there
+    spread = values.max(axis=0) - values.min(axis=0)
     notes = []
-    for j, i in enumerate(problem.free_idx):
-        # raw scale: a difference of 0.01 is 1 % for positive parameters
-        if spread[j] > 0.01 * (1.0 if law.positive[i] else max(abs(thetas[:, j]).max(), 1e-3)):
+    for i in problem.free_idx:
+        # 1 % of the largest value (at least 1e-3 for parameters that are not positive)
+        floor = 0.0 if law.positive[i] else 1e-3
+        if spread[i] > 0.01 * max(np.abs(values[:, i]).max(), floor):
             notes.append(f"starts disagree on {law.param_names[i]} at the same objective "
                          f"(flat optimum)")
     return notes

@@ -21,6 +21,11 @@ _MERGE_TOL or their residuals agree to RMS _MERGE_RESID (the same curve, possibl
 valley of the parameters).  Screening over, the best _N_POLISH distinct lanes are re-opened and run
 to the strict per-step tolerance.  A merged start reports the optimum of the lane it joined.
 
+Bounds (fits.bounds) are a change of variables inside the residual function, so every lane
+honours them; the bounds travel as data, so one compilation serves a law under any bounds.  A
+lane's step on a two-sided bound's raw scale is capped at _BOUNDED_STEP: the sigmoid is nearly
+flat far out, so one uncapped Gauss-Newton step can land a lane on a bound it never leaves.
+
 All of it runs in float64 inside `jax.enable_x64(True)`, scoped to these calls: the rest of the
 process keeps JAX's float32 default.
 """
@@ -31,6 +36,7 @@ import functools
 
 import numpy as np
 
+from fits import bounds as bounds_lib
 from fits import laws as laws_lib
 
 _FTOL = 1e-10  # relative objective decrease below which an accepted step counts as converged
@@ -45,6 +51,7 @@ _SMALL_BLOCK = 32  # lanes per call once few remain
 _MIN_POINTS = 8  # smallest bucket of points
 _FIRST_CHUNKS = (1, 1, 2, 4)  # iterations in the first chunks, before `chunk` applies
 _BLOCK = 256  # lanes per compiled call; larger batches run as several calls of this size
+_BOUNDED_STEP = 8.0  # largest step on the raw (logit) scale of a two-sided bound
 
 
 @dataclasses.dataclass
@@ -58,6 +65,11 @@ class Problem:
     free_idx: tuple[int, ...]
     loss: str = "huber"
     delta: float = 1e-3
+    box: bounds_lib.Box | None = None  # the raw scale of every parameter; None: the law's own
+
+    def __post_init__(self):
+        if self.box is None:
+            self.box = self.law.box()
 
     @property
     def log_target(self) -> bool:
@@ -88,24 +100,30 @@ def _kernels(law, free_idx, loss, delta):
 
     free = jnp.asarray(np.array(free_idx, dtype=np.int32))
 
-    def resid(theta, base, xs, t):
+    def resid(theta, space, xs, t):
+        base, lower, upper = space
         raw = base.at[free].set(theta)
-        nat = law.to_natural(raw, jnp)
+        nat = bounds_lib.to_natural(raw, lower, upper, jnp)
         return _predict_log_or_raw(law, nat, xs, law.log_target, jnp) - t
 
     def objective_of(r, w):
         val = jnp.sum(jnp.where(w > 0, w * _rho(r, loss, delta, jnp), 0.0))
         return jnp.where(jnp.isfinite(val), val, jnp.inf)
 
-    def objective(theta, base, xs, t, w):
-        return objective_of(resid(theta, base, xs, t), w)
+    def objective(theta, space, xs, t, w):
+        return objective_of(resid(theta, space, xs, t), w)
 
-    def resid_jac(theta, base, xs, t):
+    def resid_jac(theta, space, xs, t):
         """Residuals and their Jacobian from one forward-mode pass (the residuals ride as aux)."""
-        J, r = jax.jacfwd(lambda th: (resid(th, base, xs, t),) * 2, has_aux=True)(theta)
+        J, r = jax.jacfwd(lambda th: (resid(th, space, xs, t),) * 2, has_aux=True)(theta)
         return r, J
 
-    def lm_step(carry, base, xs, t, w):
+    def capped(step, space):
+        _, lower, upper = space
+        cap = jnp.where(jnp.isfinite(lower) & jnp.isfinite(upper), _BOUNDED_STEP, jnp.inf)[free]
+        return step * jnp.minimum(1.0, jnp.min(cap / jnp.maximum(jnp.abs(step), 1e-300)))
+
+    def lm_step(carry, space, xs, t, w):
         # The residuals and Jacobian of the current point are carried, so each trip evaluates the
         # law once, at the trial point, and keeps that evaluation if the step is accepted.  A
         # chunk's first trip (fresh False) takes no step: it only evaluates the current point, so
@@ -123,9 +141,9 @@ def _kernels(law, free_idx, loss, delta):
         H, g = JtS @ J0, JtS @ r0
         diag = jnp.diag(H)
         damp = lam * (diag + 1e-12 * jnp.max(diag) + 1e-300)
-        step = jnp.where(fresh, _spd_solve(H + jnp.diag(damp), -g), 0.0)
+        step = jnp.where(fresh, capped(_spd_solve(H + jnp.diag(damp), -g), space), 0.0)
         trial = theta + step
-        r_trial, J_trial = resid_jac(trial, base, xs, t)
+        r_trial, J_trial = resid_jac(trial, space, xs, t)
         f_trial = objective_of(r_trial, w)
         improved = (jnp.isfinite(f_trial) & (f_trial <= f) & jnp.all(jnp.isfinite(step))
                     & ~done & fresh)
@@ -141,9 +159,9 @@ def _kernels(law, free_idx, loss, delta):
         done = done | (improved & (small | tiny_step)) | (lam >= _LAM_MAX) | ~jnp.isfinite(f)
         return theta, lam, f, done, r, J, jnp.ones_like(fresh)
 
-    def chunk(theta, lam, f, done, base, xs, t, w, n_iter):
+    def chunk(theta, lam, f, done, space, xs, t, w, n_iter):
         def body(_, c):
-            return lm_step(c, base, xs, t, w)
+            return lm_step(c, space, xs, t, w)
 
         r = jnp.zeros_like(t)
         J = jnp.zeros(t.shape + theta.shape, t.dtype)
@@ -215,15 +233,17 @@ def _padded_data(problem: Problem, weights: np.ndarray):
 
 
 def _device_data(problem: Problem, xs, t):
-    """Inputs, targets and the base raw vector as float64 JAX arrays (call under enable_x64)."""
+    """Inputs, targets and the parameter space (base raw vector, lower and upper bounds) as float64
+    JAX arrays (call under enable_x64)."""
     import jax.numpy as jnp
 
+    space = (problem.base_raw, problem.box.lower, problem.box.upper)
     return (tuple(jnp.asarray(c, dtype=jnp.float64) for c in xs),
             jnp.asarray(t, dtype=jnp.float64),
-            jnp.asarray(problem.base_raw, dtype=jnp.float64))
+            tuple(jnp.asarray(v, dtype=jnp.float64) for v in space))
 
 
-def _run_blocks(k, active, theta, lam, f, done, weights, own_w, base, xs, t, chunk, n_lanes):
+def _run_blocks(k, active, theta, lam, f, done, weights, own_w, space, xs, t, chunk, n_lanes):
     """One chunk of LM iterations on the active lanes, in blocks of one fixed size (so a shrinking
     active set never triggers a recompilation), dispatched asynchronously, then gathered."""
     block = _block_size(active.size, n_lanes)
@@ -233,7 +253,7 @@ def _run_blocks(k, active, theta, lam, f, done, weights, own_w, base, xs, t, chu
     outs = []
     for b in range(n_blocks):
         sl = idx[b * block:(b + 1) * block]
-        args = (theta[sl], lam[sl], f[sl], done[sl] | pad[b * block:(b + 1) * block], base, xs, t,
+        args = (theta[sl], lam[sl], f[sl], done[sl] | pad[b * block:(b + 1) * block], space, xs, t,
                 weights[sl] if own_w else weights, chunk)
         outs.append(k["lanes_own_w" if own_w else "lanes_shared_w"](*args))
     return tuple(np.concatenate([np.asarray(o[i]) for o in outs]) for i in range(4))
@@ -267,7 +287,7 @@ def minimize_lm(problem: Problem, theta0_BP: np.ndarray, weights=None, *, max_it
     k = kernels(problem)
     xs_np, t_np, weights = _padded_data(problem, weights)
     with jax.enable_x64(True):
-        xs, t, base = _device_data(problem, xs_np, t_np)
+        xs, t, space = _device_data(problem, xs_np, t_np)
         lane_weights = weights if own_w else jnp.asarray(weights)
         # each chunk first evaluates its lanes (see lm_step): no objective is needed up front
         f = np.full(n_lanes, np.inf)
@@ -299,7 +319,7 @@ def minimize_lm(problem: Problem, theta0_BP: np.ndarray, weights=None, *, max_it
             chunk_now = min(chunk_now, chunk, max_iter - iterations)
             n_chunks += 1
             th, la, fo, do = _run_blocks(k, active, theta, lam, f, done, lane_weights, own_w,
-                                         base, xs, t, chunk_now, n_lanes)
+                                         space, xs, t, chunk_now, n_lanes)
             n = active.size
             f_before = f[active]
             theta[active], lam[active], f[active], done[active] = th[:n], la[:n], fo[:n], do[:n]
@@ -314,7 +334,7 @@ def minimize_lm(problem: Problem, theta0_BP: np.ndarray, weights=None, *, max_it
             iterations += chunk_now
             if merge and not own_w and not polishing:
                 _merge_duplicates(theta, f, done, merged_into)
-                _merge_same_predictions(k, theta, f, done, merged_into, base, xs, t, n_lanes,
+                _merge_same_predictions(k, theta, f, done, merged_into, space, xs, t, n_lanes,
                                         len(problem.target))
     # lanes merged into another take that lane's result
     root = merged_into.copy()
@@ -331,19 +351,19 @@ def _best_distinct(f, merged_into, k) -> np.ndarray:
     return own[np.argsort(f[own], kind="stable")[:k]]
 
 
-def _residual_lanes(k, lanes, theta, base, xs, t, n_lanes) -> np.ndarray:
+def _residual_lanes(k, lanes, theta, space, xs, t, n_lanes) -> np.ndarray:
     """Residuals (len(lanes), N) in blocks of one compiled size."""
     import jax.numpy as jnp
 
     block = min(_BLOCK, _bucket(n_lanes, _SMALL_BLOCK))
     n_blocks = -(-lanes.size // block)
     idx = np.concatenate([lanes, np.full(n_blocks * block - lanes.size, lanes[0])])
-    outs = [k["resid_lanes"](jnp.asarray(theta[idx[b * block:(b + 1) * block]]), base, xs, t)
+    outs = [k["resid_lanes"](jnp.asarray(theta[idx[b * block:(b + 1) * block]]), space, xs, t)
             for b in range(n_blocks)]
     return np.concatenate([np.asarray(o) for o in outs])[:lanes.size]
 
 
-def _merge_same_predictions(k, theta, f, done, merged_into, base, xs, t, n_lanes, n_points):
+def _merge_same_predictions(k, theta, f, done, merged_into, space, xs, t, n_lanes, n_points):
     """Merge each active lane into a better one whose residuals are within RMS _MERGE_RESID of its
     own: both describe the same curve (possibly along a flat valley of the parameters), so only the
     best goes on.  Lanes equal on every point (rounded to _MERGE_RESID) go first, by hashing; the
@@ -351,7 +371,7 @@ def _merge_same_predictions(k, theta, f, done, merged_into, base, xs, t, n_lanes
     active = np.flatnonzero(~done)
     if active.size <= max(1, min(_SMALL_BLOCK, n_lanes - 1)):
         return
-    r = _residual_lanes(k, active, theta, base, xs, t, n_lanes)[:, :n_points]
+    r = _residual_lanes(k, active, theta, space, xs, t, n_lanes)[:, :n_points]
     r = np.where(np.isfinite(r), r, 1e300)
     order = np.argsort(f[active], kind="stable")
     kept = order[_merge_equal_keys(r[order] / _MERGE_RESID, active[order], merged_into, done)]
@@ -415,34 +435,77 @@ def _merge_equal_keys(scaled, lanes, merged_into, done) -> np.ndarray:
 
 def minimize_scipy(problem: Problem, theta0_BP: np.ndarray, weights=None, *,
                    max_iter: int = 1000) -> BatchResult:
-    """The reference: scipy L-BFGS-B in a Python loop over the starts (exact JAX gradients)."""
+    """The reference: scipy L-BFGS-B in a Python loop over the starts (exact JAX gradients).
+
+    It moves the parameters on the law's plain scale (log for positive ones, natural otherwise) and
+    imposes the fit's other bounds as L-BFGS-B's box constraints, not by the change of variables
+    of the fast path: the two reach a bounded optimum by different routes.  Its tolerances are
+    tight (it is the reference), and theta comes back on the problem's raw scale."""
     import jax
     import jax.numpy as jnp
     from scipy import optimize
 
-    k = kernels(problem)
+    plain = _plain_problem(problem)
+    k = kernels(plain)
     n_points = len(problem.target)
     w = np.ones(n_points) if weights is None else np.asarray(weights, dtype=np.float64)
+    limits = _plain_limits(problem, plain)
     thetas, fs, oks = [], [], []
     with jax.enable_x64(True):
-        xs, t, base = _device_data(problem, problem.xs, problem.target)
+        xs, t, space = _device_data(plain, plain.xs, plain.target)
         wj = jnp.asarray(w)
 
         def fun(theta):
-            val, grad = k["value_and_grad"](jnp.asarray(theta), base, xs, t, wj)
+            val, grad = k["value_and_grad"](jnp.asarray(theta), space, xs, t, wj)
             val = float(val)
             if not np.isfinite(val):
                 return 1e300, np.zeros_like(theta)
             return val, np.nan_to_num(np.asarray(grad, dtype=np.float64))
 
         for theta0 in np.asarray(theta0_BP, dtype=np.float64):
-            res = optimize.minimize(fun, theta0, jac=True, method="L-BFGS-B",
-                                    options={"maxiter": max_iter})
-            thetas.append(res.x)
+            res = optimize.minimize(fun, _rescale(problem, plain, theta0), jac=True,
+                                    method="L-BFGS-B", bounds=limits,
+                                    options={"maxiter": max_iter, "ftol": 1e-15, "gtol": 1e-12})
+            thetas.append(_rescale(plain, problem, res.x))
             fs.append(res.fun if res.fun < 1e300 else np.inf)
-            oks.append(bool(res.success))
+            # at machine precision the line search may stop short of its own tests: converged
+            oks.append(bool(res.success) or "ABNORMAL" in str(res.message))
     return BatchResult(theta=np.array(thetas), objective=np.array(fs), converged=np.array(oks),
                        iterations=max_iter)
+
+
+def _plain_problem(problem: Problem) -> Problem:
+    """The problem on the law's plain scale: positivity kept, every other bound dropped."""
+    law = problem.law
+    box = law.box({n: (None, None) for n in law.param_names})
+    base = box.to_raw(problem.box.to_natural(problem.base_raw))
+    return dataclasses.replace(problem, box=box, base_raw=np.nan_to_num(base))
+
+
+def _rescale(source: Problem, target: Problem, theta: np.ndarray) -> np.ndarray:
+    """Free raw parameters of `source` on the raw scale of `target`."""
+    raw = source.base_raw.copy()
+    raw[list(source.free_idx)] = theta
+    # exp(log(bound)) may land an ulp outside the bound: round it back onto the bound
+    natural = np.clip(source.box.to_natural(raw), target.box.lower, target.box.upper)
+    return target.box.to_raw(natural)[list(source.free_idx)]
+
+
+def _plain_limits(problem: Problem, plain: Problem) -> list[tuple[float | None, float | None]]:
+    """L-BFGS-B's (lower, upper) per free parameter: the problem's bounds on the plain scale."""
+    limits = []
+    for i in problem.free_idx:
+        sides = []
+        for bound, plain_bound in ((problem.box.lower[i], plain.box.lower[i]),
+                                   (problem.box.upper[i], plain.box.upper[i])):
+            if bound == plain_bound:  # the plain scale holds it already (or it is open)
+                sides.append(None)
+                continue
+            full = np.ones(len(plain.base_raw))
+            full[i] = bound
+            sides.append(float(plain.box.to_raw(full)[i]))
+        limits.append(tuple(sides))
+    return limits
 
 
 def jacobian(problem: Problem, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -454,9 +517,9 @@ def jacobian(problem: Problem, theta: np.ndarray) -> tuple[np.ndarray, np.ndarra
     n = len(problem.target)
     xs_np, t_np, _ = _padded_data(problem, np.ones(n))
     with jax.enable_x64(True):
-        xs, t, base = _device_data(problem, xs_np, t_np)
+        xs, t, space = _device_data(problem, xs_np, t_np)
         th = jnp.asarray(theta, dtype=jnp.float64)
-        r, J = k["resid_and_jac"](th, base, xs, t)
+        r, J = k["resid_and_jac"](th, space, xs, t)
         return np.array(r)[:n], np.array(J)[:n]
 
 
@@ -464,7 +527,7 @@ def objective_np(problem: Problem, theta: np.ndarray, weights=None) -> float:
     """The objective at one parameter vector, in numpy (for checks against published values)."""
     raw = problem.base_raw.copy()
     raw[list(problem.free_idx)] = theta
-    nat = problem.law.to_natural(raw)
+    nat = problem.box.to_natural(raw)
     with np.errstate(all="ignore"):
         r = _predict_log_or_raw(problem.law, nat, problem.xs, problem.log_target, np) - problem.target
     w = np.ones_like(r) if weights is None else np.asarray(weights, dtype=float)

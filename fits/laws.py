@@ -4,7 +4,8 @@ Every law is a `Law`.  Its `model(p, xs, xp)` takes the natural parameters `p` (
 order of `param_names`), the inputs `xs` (a tuple of arrays, in the order of `input_names`) and an
 array namespace `xp` (numpy or jax.numpy), so one definition serves prediction, the vectorised JAX
 fitter and the scipy reference.  Parameters marked positive are fitted as `exp(raw)`: positivity
-comes from the parameterisation, never from clipping.
+comes from the parameterisation, never from clipping.  A law may also declare bounds (`bounds`,
+natural scale, open); a fit may add or replace them (`fit(..., bounds=...)`; see `fits.bounds`).
 
 Laws that need the data to know their parameters (Fernandes et al.'s joint law has one `beta` per
 language weight) are built by a factory: `get("fernandes_joint", weights=[0.1, 0.5, 1.0])`.
@@ -22,6 +23,8 @@ import math
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
+
+from fits import bounds as bounds_lib
 
 __all__ = [
     "Law", "get", "names", "register",
@@ -47,6 +50,7 @@ class Law:
         else pred - y.
       default_loss, default_delta: the objective the literature uses for this law.
       monotone: +1 / -1 if the law is monotone increasing / decreasing in its first input, else 0.
+      bounds: per parameter, default (lower, upper) bounds, None for an open side.
     """
 
     name: str
@@ -61,6 +65,7 @@ class Law:
     default_loss: str = "huber"
     default_delta: float = 1e-3
     monotone: int = 0
+    bounds: Mapping[str, tuple] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         if len(self.positive) != len(self.param_names):
@@ -69,6 +74,11 @@ class Law:
         missing = set(self.param_names) - set(self.grid)
         if missing:
             raise ValueError(f"law {self.name!r}: grid lacks parameters {sorted(missing)}")
+        self.box()  # its own bounds must be valid
+
+    def box(self, bounds: Mapping | None = None) -> bounds_lib.Box:
+        """The bounds of a fit: positivity, the law's `bounds`, then `bounds` (see fits.bounds)."""
+        return bounds_lib.resolve(self.param_names, self.positive, self.bounds, bounds)
 
     @property
     def n_inputs(self) -> int:
@@ -111,14 +121,15 @@ class Law:
         return np.array(list(itertools.product(*axes)), dtype=float)
 
     def to_raw(self, natural: np.ndarray) -> np.ndarray:
-        natural = np.asarray(natural, dtype=float)
-        pos = np.array(self.positive)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(pos, np.log(np.where(pos, natural, 1.0)), natural)
+        """Raw parameters under the law's own bounds (NaN outside them)."""
+        return self._default_box.to_raw(natural)
 
     def to_natural(self, raw, xp=np):
-        pos = xp.asarray(np.array(self.positive))
-        return xp.where(pos, xp.exp(xp.where(pos, raw, 0.0)), raw)
+        return self._default_box.to_natural(raw, xp)
+
+    @functools.cached_property
+    def _default_box(self) -> bounds_lib.Box:
+        return self.box()
 
 
 def as_inputs(law: Law, x) -> tuple[np.ndarray, ...]:
