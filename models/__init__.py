@@ -14,12 +14,13 @@ from models.sizes import ModelSize
 
 
 def build_model(size: ModelSize | str, *, dtype=jnp.float32, param_dtype=jnp.float32,
-                rngs: nnx.Rngs):
-  """The model for ``size`` (a ModelSize or a preset name), by ``size.kind``."""
+                remat: str = "none", rngs: nnx.Rngs):
+  """The model for ``size`` (a ModelSize or a preset name), by ``size.kind``; ``remat``
+  names the rematerialisation policy of its blocks (``models.layers.REMAT_POLICIES``)."""
   if isinstance(size, str):
     size = sizes.get(size)
   model_cls = EncoderDecoder if size.kind == sizes.ENCODER_DECODER else DecoderOnly
-  return model_cls(size, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+  return model_cls(size, dtype=dtype, param_dtype=param_dtype, remat=remat, rngs=rngs)
 
 
 __all__ = ["DecoderOnly", "EncoderDecoder", "ModelSize", "build_model", "sizes"]

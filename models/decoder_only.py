@@ -36,12 +36,14 @@ class DecoderOnly(nnx.Module):
   """``model(tokens_BT, *, prefix_lengths_B=None) -> logits_BTV`` (float32)."""
 
   def __init__(self, size: ModelSize, *, dtype=jnp.float32, param_dtype=jnp.float32,
-               rngs: nnx.Rngs):
+               remat: str = "none", rngs: nnx.Rngs):
     if size.kind != DECODER_ONLY:
       raise ValueError(f"DecoderOnly needs size.kind={DECODER_ONLY!r}, got {size.kind!r} "
                        f"(size {size.name!r})")
+    layers.check_remat(remat)
     self.size = size
     self.dtype = dtype
+    self.remat = remat   # rematerialisation policy of each block (layers.REMAT_POLICIES)
     kw = dict(dtype=dtype, param_dtype=param_dtype)
     self.token_embedder = layers.Embed(size.vocab_size, size.d_model, rngs=rngs, **kw)
     self.rotary = size.position_encoding == "rotary"
@@ -63,12 +65,18 @@ class DecoderOnly(nnx.Module):
   def _stack(self, x_BTD, bias_BHTS, positions_T, *, cache=None, cache_index=None,
              dropout_rng=None):
     rotary_positions = positions_T if self.rotary else None
+    if cache is None:  # a full-sequence pass: the one that is differentiated
+      layer = layers.remat_block(
+          lambda block, x, rng: block(x, bias_BHTS, rotary_positions_T=rotary_positions,
+                                      dropout_rng=rng)[0], self.remat)
+      for block in self.decoder_layers:
+        x_BTD = layer(block, x_BTD, layers.block_dropout_rng(dropout_rng))
+      return x_BTD, None
     new_cache = []
-    for i, block in enumerate(self.decoder_layers):
+    for block, layer_cache in zip(self.decoder_layers, cache):
       x_BTD, layer_cache = block(
-          x_BTD, bias_BHTS, cache=None if cache is None else cache[i],
-          cache_index=cache_index, rotary_positions_T=rotary_positions,
-          dropout_rng=dropout_rng)
+          x_BTD, bias_BHTS, cache=layer_cache, cache_index=cache_index,
+          rotary_positions_T=rotary_positions, dropout_rng=dropout_rng)
       new_cache.append(layer_cache)
     return x_BTD, new_cache
 

@@ -29,12 +29,14 @@ class EncoderDecoder(nnx.Module):
   """``model(encoder_input_tokens_BS, decoder_input_tokens_BT) -> logits_BTV`` (f32)."""
 
   def __init__(self, size: ModelSize, *, dtype=jnp.float32, param_dtype=jnp.float32,
-               rngs: nnx.Rngs):
+               remat: str = "none", rngs: nnx.Rngs):
     if size.kind != ENCODER_DECODER:
       raise ValueError(f"EncoderDecoder needs size.kind={ENCODER_DECODER!r}, got "
                        f"{size.kind!r} (size {size.name!r})")
+    layers.check_remat(remat)
     self.size = size
     self.dtype = dtype
+    self.remat = remat   # rematerialisation policy of each block (layers.REMAT_POLICIES)
     kw = dict(dtype=dtype, param_dtype=param_dtype)
     relpos = lambda bidirectional: layers.RelativePositionBias(
         size.relative_attention_num_buckets, size.relative_attention_max_distance,
@@ -85,8 +87,10 @@ class EncoderDecoder(nnx.Module):
     bias_BHSS = (self.encoder_relpos(positions_S, positions_S)
                  + layers.mask_to_bias(layers.padding_mask(S, encoder_input_tokens_BS)))
     x_BSD = self._dropout(self.token_embedder(encoder_input_tokens_BS), dropout_rng)
+    encoder_layer = layers.remat_block(
+        lambda block, x, rng: block(x, bias_BHSS, dropout_rng=rng)[0], self.remat)
     for block in self.encoder_layers:
-      x_BSD, _ = block(x_BSD, bias_BHSS, dropout_rng=dropout_rng)
+      x_BSD = encoder_layer(block, x_BSD, layers.block_dropout_rng(dropout_rng))
     return self._dropout(self.encoder_norm(x_BSD), dropout_rng)
 
   def _decode(self, encoded_BSD, encoder_input_tokens_BS, decoder_input_tokens_BT,
@@ -97,9 +101,14 @@ class EncoderDecoder(nnx.Module):
                  + layers.mask_to_bias(layers.causal_mask(positions_T, positions_T)))
     cross_bias = layers.mask_to_bias(layers.padding_mask(T, encoder_input_tokens_BS))
     x_BTD = self._dropout(self.token_embedder(decoder_input_tokens_BT), dropout_rng)
-    for block in self.decoder_layers:
+
+    def decoder_layer(block, x_BTD, encoded_BSD, block_rng):
       cross = (*block.cross_attention.project_kv(encoded_BSD), cross_bias)
-      x_BTD, _ = block(x_BTD, self_bias, cross=cross, dropout_rng=dropout_rng)
+      return block(x_BTD, self_bias, cross=cross, dropout_rng=block_rng)[0]
+
+    decoder_layer = layers.remat_block(decoder_layer, self.remat)
+    for block in self.decoder_layers:
+      x_BTD = decoder_layer(block, x_BTD, encoded_BSD, layers.block_dropout_rng(dropout_rng))
     x_BTD = self._dropout(self.decoder_norm(x_BTD), dropout_rng)
     return self.output_head(x_BTD)
 

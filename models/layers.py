@@ -87,27 +87,61 @@ def sharded_param(value: jax.Array, names: tuple[str | None, ...]) -> nnx.Param:
   return nnx.Param(value, out_sharding=names, eager_sharding=False)
 
 
+@jax.tree_util.register_pytree_node_class
 class DropoutRng:
   """Random bits for every dropout site of one forward pass, from ONE key.
 
   Each site draws from its own Philox stream (XLA's RngBitGenerator, keyed by the
-  key's words and the site's number) instead of ``jax.random.bernoulli`` with a
-  fresh key per site: XLA expands threefry inline at every call, and with dozens of
-  dropout sites per forward pass that made compiling a dropout train step several
-  times slower on CPU. The masks do not depend on the mesh.
+  key's words, a stream number and the site's number) instead of
+  ``jax.random.bernoulli`` with a fresh key per site: XLA expands threefry inline at
+  every call, and with dozens of dropout sites per forward pass that made compiling
+  a dropout train step several times slower on CPU. The masks do not depend on the
+  mesh.
+
+  Sites are numbered in Python as they are traced. The model's own sites use stream
+  0; each block gets a fresh DropoutRng with a stream of its own (`for_block`),
+  passed to it as an argument: ``nnx.remat`` traces one block and reuses that trace
+  for the next, so the block's number must be data, not trace-time state, for
+  its masks to differ from the other blocks' and not to depend on rematerialisation.
   """
 
   def __init__(self, key: jax.Array):
     words = jax.random.key_data(key).reshape(-1).astype(jnp.uint32)
     self._key_words = jnp.resize(words, (2,))
+    self._stream = jnp.zeros((1,), jnp.uint32)
     self._site = 0
+    self._blocks = 0
 
   def keep_mask(self, shape: tuple[int, ...], rate: float) -> jax.Array:
     self._site += 1  # Python-side: distinct streams per site, fixed at trace time
-    state = jnp.concatenate([self._key_words, jnp.asarray([0, self._site], jnp.uint32)])
+    state = jnp.concatenate([self._key_words, self._stream,
+                             jnp.asarray([self._site], jnp.uint32)])
     _, bits = jax.lax.rng_bit_generator(state, shape, dtype=jnp.uint32,
                                         algorithm=jax.lax.RandomAlgorithm.RNG_PHILOX)
     return bits >= jnp.uint32(min(round(rate * 2.0**32), 2**32 - 1))
+
+  def for_block(self) -> "DropoutRng":
+    """A DropoutRng for the next block of this forward pass (streams 1, 2, ...)."""
+    self._blocks += 1
+    return DropoutRng._from_words(self._key_words, jnp.asarray([self._blocks], jnp.uint32))
+
+  @classmethod
+  def _from_words(cls, key_words, stream) -> "DropoutRng":
+    rng = object.__new__(cls)
+    rng._key_words, rng._stream, rng._site, rng._blocks = key_words, stream, 0, 0
+    return rng
+
+  def tree_flatten(self):
+    return (self._key_words, self._stream), None
+
+  @classmethod
+  def tree_unflatten(cls, _, children) -> "DropoutRng":
+    return cls._from_words(*children)
+
+
+def block_dropout_rng(dropout_rng: DropoutRng | None) -> DropoutRng | None:
+  """The DropoutRng of the next block, or None when dropout is off."""
+  return None if dropout_rng is None else dropout_rng.for_block()
 
 
 def make_dropout_rng(rate: float, deterministic: bool, rngs: nnx.Rngs | None):
@@ -352,6 +386,36 @@ def write_cache(cache_BLHK: jax.Array, new_BTHK: jax.Array, index) -> jax.Array:
   """Writes ``new_BTHK`` into the cache at positions [index, index + T)."""
   return jax.lax.dynamic_update_slice(
       cache_BLHK, new_BTHK.astype(cache_BLHK.dtype), (0, index, 0, 0))
+
+
+# Rematerialisation policies by config name (``model.remat``): which activations of a
+# block the forward pass keeps for the backward pass; the rest are recomputed there.
+REMAT_POLICIES = {
+    "none": None,            # no rematerialisation: keep every activation
+    "full": jax.checkpoint_policies.nothing_saveable,    # keep only each block's input
+    "dots_saveable": jax.checkpoint_policies.dots_saveable,   # keep matmul outputs
+    # keep the weight matmuls (projections, MLP), recompute attention's batched ones
+    "dots_with_no_batch_dims_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+def check_remat(remat: str) -> None:
+  if remat not in REMAT_POLICIES:
+    raise ValueError(f"remat={remat!r} is not one of {tuple(REMAT_POLICIES)}")
+
+
+def remat_block(apply_block, remat: str):
+  """``apply_block(block, *arrays) -> array``, with the activations inside it
+  rematerialised under the policy ``remat`` names (``nnx.remat``); as is for 'none'.
+
+  Wrap one block's whole call, so that what is saved per block is its input and
+  whatever the policy keeps, and pass arrays computed per block inside it (e.g. the
+  cross-attention keys and values) so that they are recomputed too.
+  """
+  check_remat(remat)
+  if remat == "none":
+    return apply_block
+  return nnx.remat(apply_block, policy=REMAT_POLICIES[remat])
 
 
 class Block(nnx.Module):
