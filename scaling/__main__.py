@@ -7,6 +7,12 @@
   table   --workdir DIR                            print the results table
   fit     --config configs/demo.py --workdir DIR   re-fit and rewrite fits.* and plots/
   bench   models                                   print model throughput / MFU figures
+
+Exit status of `run`: 0 all stages done; 1 some stage failed (the rest ran; re-run to
+retry it); 2 config error; 3 the processes of a multi-host run could not join;
+75 (EX_TEMPFAIL) preempted: on SIGTERM, or a TPU preemption notice, pretraining saved
+a periodic checkpoint at the next step and waited for it (any other stage just
+stopped); run the same command again to resume mid-stage.
 """
 from __future__ import annotations
 
@@ -31,11 +37,16 @@ def main(argv: list[str] | None = None) -> int:
       print(results.load(args.workdir).drop(columns=["pretrain_key", "finetune_key", "error"]))
     return 0
   from scaling import mesh as mesh_lib
+  from scaling import preemption
   try:
     if args.command == "run":  # before anything touches a device
       mesh_lib.initialize_distributed(args.coordinator_address, args.num_processes,
                                       args.process_id, args.distributed_timeout)
+      preemption.install()
     return _study_command(args)
+  except preemption.Preempted as e:
+    print(f"preempted ({e.where}): run the same command again to resume", file=sys.stderr)
+    return preemption.EXIT_CODE
   except config_lib.ConfigError as e:  # a config error is the user's to fix: no traceback
     print(f"config error: {e}", file=sys.stderr)
     return 2

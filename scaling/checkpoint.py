@@ -4,9 +4,17 @@ The only module that imports orbax. A run's checkpoints are indexed by an intege
 "step", which for pretraining is the D_p token count the checkpoint was taken at,
 so finetunes can ask for "the checkpoint at D_p" directly. A checkpoint holds named
 items (e.g. "model" and "optimizer"), so a finetune restores the model alone.
+
+`Writer` saves in the background (a training run's save points and its periodic
+checkpoints); `save` is the synchronous form for a stage's single result. A restore
+first compares the saved shapes with the model's, so a checkpoint of another model
+shape is named as such (ValueError); one whose files are missing or damaged raises
+`Unreadable`, and `set_aside` moves it out of the way without deleting it.
 """
 from __future__ import annotations
 
+import dataclasses
+import time
 from typing import Any
 
 import jax
@@ -14,12 +22,35 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 META = "meta"
+# Restoring failed for a reason of the machine, not of the files: never "unreadable".
+_MACHINE_ERRORS = (MemoryError, jax.errors.JaxRuntimeError)
+_SHOWN_MISMATCHES = 5
 
 
-def _manager(directory: epath.PathLike, *, create: bool) -> ocp.CheckpointManager:
+class Unreadable(Exception):
+  """A checkpoint whose files are missing or damaged (a partial copy, a truncated or
+  deleted array file, a missing item)."""
+
+
+def _manager(directory: epath.PathLike, *, create: bool, background: bool = False,
+             keep: int | None = None) -> ocp.CheckpointManager:
+  """A writer (`create`) clears the temporary folders of saves that never completed;
+  a reader must not: they may be another process's saves under way (`status`)."""
   options = ocp.CheckpointManagerOptions(
-      create=create, enable_async_checkpointing=False, cleanup_tmp_directories=True)
-  return ocp.CheckpointManager(_absolute(directory), options=options)
+      create=create, read_only=not create, save_interval_steps=int(create),
+      enable_async_checkpointing=background, max_to_keep=keep, cleanup_tmp_directories=create)
+  return _Manager(_absolute(directory), options=options)
+
+
+class _Manager(ocp.CheckpointManager):
+  """Leaves JAX's preemption sync point to the training loop (scaling.preemption),
+  which asks it once per step with the step count. orbax would also ask it with its
+  own step numbers, the D_p token counts among them, and a sync point computed from
+  those would never be reached."""
+
+  def reached_preemption(self, step: int) -> bool:
+    del step
+    return False
 
 
 def _absolute(directory: epath.PathLike) -> epath.Path:
@@ -28,15 +59,79 @@ def _absolute(directory: epath.PathLike) -> epath.Path:
   return path if "://" in str(directory) else path.resolve()
 
 
-def save(directory: epath.PathLike, step: int, items: dict[str, Any], meta: dict) -> None:
-  """Saves pytrees `items` and JSON `meta` as `step`; a step appears only once complete."""
+def _save_args(items: dict[str, Any], meta: dict) -> ocp.args.Composite:
   if META in items:
     raise ValueError(f"item name {META!r} is reserved for the metadata")
   args = {name: ocp.args.StandardSave(tree) for name, tree in items.items()}
   args[META] = ocp.args.JsonSave(meta)
+  return ocp.args.Composite(**args)
+
+
+def save(directory: epath.PathLike, step: int, items: dict[str, Any], meta: dict) -> None:
+  """Saves pytrees `items` and JSON `meta` as `step`; a step appears only once complete."""
   with _manager(directory, create=True) as manager:
-    manager.save(int(step), args=ocp.args.Composite(**args))
+    manager.save(int(step), args=_save_args(items, meta))
     manager.wait_until_finished()
+
+
+class Writer:
+  """Saves checkpoints into one folder in the background: `save` returns once the
+  arrays are copied off the devices, and the files are written while training goes
+  on. `wait` (or leaving the `with` block) returns once every save is complete; a
+  step appears in `steps` only then. With `keep`, older steps are deleted."""
+
+  def __init__(self, directory: epath.PathLike, *, keep: int | None = None):
+    self._manager = _manager(directory, create=True, background=True, keep=keep)
+    self._last: int | None = None
+
+  def save(self, step: int, items: dict[str, Any], meta: dict) -> bool:
+    """Starts saving `step`; False (and nothing saved) if it was saved already."""
+    if step == self._last or step in self._manager.all_steps():
+      return False
+    self._manager.save(int(step), args=_save_args(items, meta), force=True)
+    self._last = step
+    return True
+
+  def wait(self) -> None:
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.close()  # waits for the saves under way
+
+  def __enter__(self) -> "Writer":
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
+
+
+@dataclasses.dataclass
+class Every:
+  """When periodic checkpoints are due: every `steps` updates and every `minutes` of
+  training since the last one (0 turns either off)."""
+  steps: int = 0
+  minutes: float = 0.0
+  # A multi-host run agrees on the clock (process 0's) this often, in steps: an
+  # agreement is a collective that waits for the devices.
+  agree_every: int = 20
+  _since: float = dataclasses.field(default_factory=time.monotonic)
+
+  def due(self, step: int) -> bool:
+    return (self.steps > 0 and step % self.steps == 0) or self._clock_due(step)
+
+  def saved(self) -> None:
+    self._since = time.monotonic()
+
+  def _clock_due(self, step: int) -> bool:
+    if self.minutes <= 0:
+      return False
+    late = time.monotonic() - self._since >= 60.0 * self.minutes
+    if jax.process_count() == 1:
+      return late
+    if step % self.agree_every:
+      return False
+    from scaling import mesh as mesh_lib  # every host must take the same decision
+    return mesh_lib.agreed(late)
 
 
 def steps(directory: epath.PathLike) -> list[int]:
@@ -52,17 +147,28 @@ def restore(directory: epath.PathLike, step: int,
   """Restores the named items at `step` and the metadata.
 
   `abstract_items` gives each wanted item's shapes, dtypes and shardings (pytrees
-  of jax.ShapeDtypeStruct or arrays); items not named are not read.
+  of jax.ShapeDtypeStruct or arrays); items not named are not read. Raises
+  ValueError naming every parameter whose saved shape differs from the wanted one,
+  and Unreadable if the checkpoint's files are missing or damaged.
   """
   available = steps(directory)
   if int(step) not in available:
     raise FileNotFoundError(
         f"no checkpoint at step {step} in {directory} (saved: {available})")
+  where = _absolute(directory) / str(int(step))
+  for name, tree in abstract_items.items():
+    _check_shapes(where, name, tree)
   args = {name: ocp.args.StandardRestore(jax.tree.map(ocp.utils.to_shape_dtype_struct, tree))
           for name, tree in abstract_items.items()}
   args[META] = ocp.args.JsonRestore()
-  with _manager(directory, create=False) as manager:
-    restored = manager.restore(int(step), args=ocp.args.Composite(**args))
+  try:
+    with _manager(directory, create=False) as manager:
+      restored = manager.restore(int(step), args=ocp.args.Composite(**args))
+  except _MACHINE_ERRORS:
+    raise
+  except Exception as e:  # orbax and tensorstore raise many types for bad files
+    raise Unreadable(f"checkpoint {where} cannot be read: {type(e).__name__}: "
+                     f"{_first_line(e)}") from e
   items = {name: restored[name] for name in abstract_items}
   return items, dict(restored[META])
 
@@ -70,3 +176,78 @@ def restore(directory: epath.PathLike, step: int,
 def read_meta(directory: epath.PathLike, step: int) -> dict:
   """The metadata saved with `step`, without reading any array."""
   return restore(directory, step, {})[1]
+
+
+def set_aside(directory: epath.PathLike, step: int) -> epath.Path:
+  """Renames an unreadable checkpoint `<step>` to `<step>.unreadable` (kept for a
+  look, invisible to `steps`, so the step counts as missing) and returns the path."""
+  folder = _absolute(directory)
+  target = folder / f"{int(step)}.unreadable"
+  if jax.process_index() == 0:
+    if target.exists():
+      target.rmtree()  # an older unreadable copy of the same step
+    (folder / str(int(step))).rename(target)
+  _all_processes_reach(f"set_aside {folder} {step}")
+  return target
+
+
+def delete(directory: epath.PathLike, step: int) -> None:
+  with _manager(directory, create=True) as manager:
+    manager.delete(int(step))
+
+
+def delete_all(directory: epath.PathLike) -> None:
+  """Removes a folder of checkpoints no longer needed."""
+  folder = _absolute(directory)
+  if jax.process_index() == 0 and folder.exists():
+    folder.rmtree()
+  _all_processes_reach(f"delete_all {folder}")
+
+
+def _all_processes_reach(name: str) -> None:
+  """A barrier: no host reads a folder another is still changing."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(name)
+
+
+def _check_shapes(where: epath.Path, item: str, abstract_tree: Any) -> None:
+  """Compares the saved shapes of `item` with `abstract_tree`'s, path by path."""
+  try:
+    saved = _leaf_shapes(ocp.StandardCheckpointHandler().metadata(where / item).tree)
+  except _MACHINE_ERRORS:
+    raise
+  except Exception as e:
+    raise Unreadable(f"checkpoint {where}: item {item!r} has no readable metadata: "
+                     f"{type(e).__name__}: {_first_line(e)}") from e
+  wanted = _leaf_shapes(abstract_tree)
+  problems = [f"{path}: saved {saved[path]} vs expected {wanted[path]}"
+              for path in wanted if path in saved and saved[path] != wanted[path]]
+  problems += [f"{path}: expected {wanted[path]}, not in the checkpoint"
+               for path in wanted if path not in saved]
+  problems += [f"{path}: saved {saved[path]}, not in this model"
+               for path in saved if path not in wanted]
+  if problems:
+    shown = "; ".join(problems[:_SHOWN_MISMATCHES])
+    more = f" (and {len(problems) - _SHOWN_MISMATCHES} more)" if len(problems) > _SHOWN_MISMATCHES else ""
+    raise ValueError(f"checkpoint {where} was saved from a different model shape: item "
+                     f"{item!r}: {shown}{more}")
+
+
+def _leaf_shapes(tree: Any) -> dict[str, tuple[int, ...]]:
+  """'params/encoder_layers/0/mlp/wi/value' -> shape, for saved and live trees alike
+  (orbax saves dataclass fields and list indices as dict keys)."""
+  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return {"/".join(_key_name(k) for k in path): tuple(leaf.shape) for path, leaf in leaves}
+
+
+def _key_name(key) -> str:
+  for field in ("key", "name", "idx"):
+    if hasattr(key, field):
+      return str(getattr(key, field))
+  return str(key)
+
+
+def _first_line(e: Exception) -> str:
+  text = str(e).strip()
+  return text.splitlines()[0][:300] if text else ""

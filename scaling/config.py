@@ -82,7 +82,11 @@ def base_config() -> ml_collections.ConfigDict:
   cfg.mesh = dict(data=-1, fsdp=1, tensor=1)
   # The first training run of every model: span corruption (T5), translation from
   # scratch (Ghorbani, Fernandes) or a causal LM (decoder-only sizes).
-  cfg.pretrain = _training_section(objective="span_corruption")
+  cfg.pretrain = _training_section(
+      objective="span_corruption",
+      # Periodic checkpoints, beside the D_p ones, so a preempted or killed run loses
+      # little (0 = off; both may be set). They change no result.
+      checkpoint_every_steps=0, checkpoint_every_minutes=30.0)
   # Translation finetuning from the checkpoint at each D_p (prefix LM for decoder-only).
   cfg.finetune = _training_section(input_length=48, target_length=48, steps=300,
                                    warmup_steps=0, schedule="constant")
@@ -153,6 +157,7 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     _check_rates(f"mixtures.{name}", rates)
   _check_objective(cfg)
   _check_training("pretrain", cfg.pretrain)
+  _check_checkpointing(cfg.pretrain)
   if finetunes(cfg):
     _check_training("finetune", cfg.finetune)
     _check_positive("finetune.steps", [cfg.finetune.steps])
@@ -329,6 +334,15 @@ def _check_positive(field: str, values: Sequence[Any]) -> None:
   for v in values:
     if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0:
       raise ConfigError(f"{field} must hold positive numbers, got {v!r}")
+
+
+def _check_checkpointing(tcfg: ml_collections.ConfigDict) -> None:
+  for field, kinds in (("checkpoint_every_steps", (int,)),
+                       ("checkpoint_every_minutes", (int, float))):
+    value = tcfg[field]
+    if not isinstance(value, kinds) or isinstance(value, bool) or value < 0:
+      raise ConfigError(f"pretrain.{field} must be a non-negative number (0 = off), "
+                        f"got {value!r}")
 
 
 def _check_rates(field: str, rates: Mapping[str, float]) -> None:

@@ -5,6 +5,8 @@ whether it is complete, so the runner can skip it on a re-run.
 
     <workdir>/pretrain/<key>/    orbax checkpoints of a training run, one per save point
                                  (the D_p budgets, or WSD's branch points), in tokens
+    <workdir>/pretrain/<key>/periodic/  the run's last two periodic checkpoints, by step
+                                 (removed once every save point is saved)
     <workdir>/cooldown/<key>/    a WSD decay branch's checkpoint at its budget D_p
     <workdir>/finetune/<key>/    orbax checkpoint of the finetuned model
     <workdir>/results/<key>.json one row per evaluation
@@ -31,6 +33,7 @@ from scaling import inputs
 from scaling import logs
 from scaling import mesh as mesh_lib
 from scaling import optim
+from scaling import preemption
 from scaling import results
 from scaling import train
 
@@ -105,45 +108,162 @@ def train_missing(cfg: ml_collections.ConfigDict, workdir: epath.Path,
 
 def run_train(ctx: Context, stage: grid.Train, label: str) -> None:
   """One run per (size, shape, data); saves a checkpoint when the tokens seen reach
-  each save point. A run interrupted after some checkpoints resumes from the last one
-  before the first missing point, replaying the deterministic data stream up to it."""
-  points = train_missing(ctx.cfg, ctx.workdir, stage)
+  each save point, and periodic ones (`periodic/`, the last two kept) as configured
+  and when preempted. A re-run resumes from the latest readable of: the last save
+  point before the first missing one, or a periodic checkpoint before that point;
+  it replays the deterministic data stream up to there."""
   trainer = ctx.trainer(stage, "pretrain")
-  state, counters = _resume(ctx, stage, trainer, points[0])
-  batches = ctx.data.train_batches(stage.data, ctx.cfg.seed, ctx.input_shards(trainer, "pretrain"))
-  _skip(batches, counters.step)
   folder = stage_dir(ctx.workdir, stage)
-
-  def reached(counters: train.Counters) -> bool:
-    return bool(points) and counters.tokens >= points[0]
-
-  def save_reached(state: train.TrainState, counters: train.Counters) -> None:
-    while reached(counters):
-      point = points.pop(0)
-      checkpoint.save(folder, point, dict(model=state.model, optimizer=state.optimizer),
-                      dataclasses.asdict(counters))
-      print(f"{label}  checkpoint at {point:,} tokens saved ({counters.tokens:,} seen)",
-            flush=True)
-
-  horizon = max(stage.D_p)
-  train.train(trainer, state, batches, counters, until=lambda c: not points,
-              learning_rate=lambda c: _learning_rate(ctx.cfg.pretrain, c, horizon),
-              progress=ctx.progress(stage, label, "pretrain", total_tokens=max(points)),
-              on_step=save_reached, save_due=reached)
+  section = ctx.cfg.pretrain
+  with preemption.deferred():
+    state, counters = _resume(ctx, stage, trainer, label)
+    points = train_missing(ctx.cfg, ctx.workdir, stage)  # after _resume: it may set some aside
+    batches = ctx.data.train_batches(stage.data, ctx.cfg.seed, ctx.input_shards(trainer, "pretrain"))
+    _skip(batches, counters.step)
+    every = checkpoint.Every(int(section.checkpoint_every_steps),
+                             float(section.checkpoint_every_minutes))
+    horizon = max(stage.D_p)
+    with _TrainSaves(folder, points, every, label) as saves:
+      train.train(trainer, state, batches, counters, until=lambda c: not points,
+                  learning_rate=lambda c: _learning_rate(section, c, horizon),
+                  progress=ctx.progress(stage, label, "pretrain", total_tokens=max(points)),
+                  on_step=saves.on_step, save_due=saves.due)
+    checkpoint.delete_all(periodic_dir(folder))  # every save point is kept: no more use
 
 
-def _resume(ctx: Context, stage: grid.Train, trainer: train.Trainer, first_missing: int):
+def periodic_dir(folder: epath.Path) -> epath.Path:
+  """A training run's periodic checkpoints, indexed by step (the save points' folder
+  is indexed by tokens, so it stays "step = D_p")."""
+  return folder / "periodic"
+
+
+class _TrainSaves:
+  """What a training run saves after a step, in the background: a checkpoint at each
+  save point it reaches (kept for finetunes), a periodic one when due, and one when
+  preempted, after which the process exits."""
+
+  def __init__(self, folder: epath.Path, points: list[int], every: checkpoint.Every,
+               label: str):
+    self.points, self.every, self.label = points, every, label
+    self.budgets = checkpoint.Writer(folder)
+    self.periodic = checkpoint.Writer(periodic_dir(folder), keep=2)
+    self._decided = (-1, False, False)
+
+  def due(self, counters: train.Counters) -> bool:
+    """Whether `on_step` saves after this step (the loop checks the state first)."""
+    periodic, preempted = self._decide(counters.step)
+    return self._point_reached(counters) or periodic or preempted
+
+  def on_step(self, state: train.TrainState, counters: train.Counters) -> None:
+    items = dict(model=state.model, optimizer=state.optimizer)
+    meta = dataclasses.asdict(counters)
+    at_point = self._point_reached(counters)
+    while self._point_reached(counters):
+      point = self.points.pop(0)
+      self.budgets.save(point, items, meta)
+      print(f"{self.label}  checkpoint at {point:,} tokens ({counters.tokens:,} seen)", flush=True)
+    periodic, preempted = self._decide(counters.step)
+    if (periodic or preempted) and not at_point:  # a save point serves as well
+      if self.periodic.save(counters.step, items, meta):
+        print(f"{self.label}  periodic checkpoint at step {counters.step:,} "
+              f"({counters.tokens:,} tokens)", flush=True)
+    if at_point or periodic or preempted:
+      self.every.saved()
+    if preempted:
+      self.close()  # the files complete before the process exits
+      print(f"{self.label}  preempted: saved at step {counters.step:,}; exiting with code "
+            f"{preemption.EXIT_CODE}, run the same command again to resume", flush=True)
+      raise preemption.Preempted(f"{self.label} step {counters.step}")
+
+  def _point_reached(self, counters: train.Counters) -> bool:
+    return bool(self.points) and counters.tokens >= self.points[0]
+
+  def _decide(self, step: int) -> tuple[bool, bool]:
+    """Decided once per step: the clock and the preemption sync point are asked once."""
+    if self._decided[0] != step:
+      self._decided = (step, self.every.due(step), preemption.reached(step))
+    return self._decided[1:]
+
+  def close(self) -> None:
+    self.budgets.close()
+    self.periodic.close()
+
+  def __enter__(self) -> "_TrainSaves":
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
+
+
+@dataclasses.dataclass(frozen=True)
+class _Saved:
+  """A checkpoint a training run can resume from."""
+  kind: str         # "save point" or "periodic"
+  folder: epath.Path
+  step: int
+  tokens: int
+
+
+def _resume(ctx: Context, stage: grid.Train, trainer: train.Trainer, label: str):
+  """The state of the newest readable checkpoint before the first missing save point
+  (an unreadable one is set aside with a warning), or a fresh state."""
   folder = stage_dir(ctx.workdir, stage)
-  earlier = [p for p in checkpoint.steps(folder) if p < first_missing]
-  if not earlier:
-    return trainer.init(ctx.cfg.seed), train.Counters()
-  return _restore_state(trainer, folder, max(earlier))
+  first_missing = train_missing(ctx.cfg, ctx.workdir, stage)[0]
+  for saved in _resume_candidates(folder, first_missing, label):
+    try:
+      state, counters = _restore_state(trainer, saved.folder, saved.step, label)
+    except checkpoint.Unreadable:
+      continue
+    print(f"{label}  resuming from the {saved.kind} checkpoint at step {counters.step:,} "
+          f"({counters.tokens:,} tokens)", flush=True)
+    return state, counters
+  return trainer.init(ctx.cfg.seed), train.Counters()
 
 
-def _restore_state(trainer: train.Trainer, folder: epath.Path, step: int):
-  items, meta = checkpoint.restore(folder, step, dict(
-      model=trainer.abstract_model_state, optimizer=trainer.abstract_state.optimizer))
+def _resume_candidates(folder: epath.Path, first_missing: int, label: str) -> list[_Saved]:
+  """Newest first. A save point's tokens are its budget (it was taken at the first
+  step past it); a periodic checkpoint's are read from its metadata."""
+  points = [_Saved("save point", folder, p, p) for p in checkpoint.steps(folder)
+            if p < first_missing]
+  return sorted(points + _periodic_candidates(folder, first_missing, label),
+                key=lambda s: s.tokens, reverse=True)
+
+
+def _periodic_candidates(folder: epath.Path, first_missing: int, label: str) -> list[_Saved]:
+  periodic, found = periodic_dir(folder), []
+  for step in checkpoint.steps(periodic):
+    try:
+      tokens = checkpoint.read_meta(periodic, step)["tokens"]
+    except checkpoint.Unreadable as e:
+      _warn_set_aside(periodic, step, e, label)
+      continue
+    if tokens < first_missing:
+      found.append(_Saved("periodic", periodic, step, tokens))
+    else:  # past a missing save point (one added to the grid, or set aside): useless
+      checkpoint.delete(periodic, step)
+  return found
+
+
+def _restore_state(trainer: train.Trainer, folder: epath.Path, step: int, label: str):
+  items, meta = _restore(folder, step, dict(
+      model=trainer.abstract_model_state, optimizer=trainer.abstract_state.optimizer), label)
   return train.TrainState(items["model"], **items["optimizer"]), _counters(meta)
+
+
+def _restore(folder: epath.Path, step: int, abstract_items: dict, label: str):
+  """checkpoint.restore; an unreadable checkpoint is set aside first, so the stage
+  that wrote it counts as incomplete and runs again."""
+  try:
+    return checkpoint.restore(folder, step, abstract_items)
+  except checkpoint.Unreadable as e:
+    _warn_set_aside(folder, step, e, label)
+    raise
+
+
+def _warn_set_aside(folder: epath.Path, step: int, error: Exception, label: str) -> None:
+  aside = checkpoint.set_aside(folder, step)
+  print(f"{label}  WARNING: checkpoint at step {step:,} is unreadable, moved to {aside} "
+        f"({error})", flush=True)
 
 
 def _counters(meta: dict) -> train.Counters:
@@ -183,19 +303,21 @@ def run_cooldown(ctx: Context, stage: grid.Cooldown, label: str) -> None:
   section = ctx.cfg.pretrain
   trainer = ctx.trainer(stage.train, "pretrain")
   branch = max(1, round((1.0 - float(section.cooldown_fraction)) * stage.D_p))
-  state, counters = _restore_state(trainer, stage_dir(ctx.workdir, stage.train), branch)
+  state, counters = _restore_state(trainer, stage_dir(ctx.workdir, stage.train), branch, label)
   batches = ctx.data.train_batches(stage.train.data, ctx.cfg.seed,
                                    ctx.input_shards(trainer, "pretrain"))
   _skip(batches, counters.step)
   # Chosen so that WSD's own branch step for this length is the step we branch at.
   total_steps = max(counters.step + 1, round(counters.step / (1.0 - section.cooldown_fraction)))
   step_cfg = train.StepConfig.from_section(section)
-  state = train.train(
-      trainer, state, batches, counters, until=lambda c: c.tokens >= stage.D_p,
-      learning_rate=lambda c: optim.learning_rate_at(step_cfg, c.step, total_steps),
-      progress=ctx.progress(stage, label, "pretrain", total_tokens=stage.D_p))
-  checkpoint.save(stage_dir(ctx.workdir, stage), stage.D_p, dict(model=state.model),
-                  dict(dataclasses.asdict(counters), branch_tokens=branch))
+  with preemption.deferred():  # a short stage: preempted, it starts over
+    state = train.train(
+        trainer, state, batches, counters, until=lambda c: c.tokens >= stage.D_p,
+        learning_rate=lambda c: optim.learning_rate_at(step_cfg, c.step, total_steps),
+        progress=ctx.progress(stage, label, "pretrain", total_tokens=stage.D_p),
+        on_step=lambda s, c: preemption.stop_if_reached(c.step, label))
+    checkpoint.save(stage_dir(ctx.workdir, stage), stage.D_p, dict(model=state.model),
+                    dict(dataclasses.asdict(counters), branch_tokens=branch))
 
 
 # ---------------------------------------------------------------- finetune
@@ -210,19 +332,21 @@ def run_finetune(ctx: Context, stage: grid.Finetune, label: str) -> None:
   section = ctx.cfg.finetune
   trainer = ctx.trainer(stage.source.train, "finetune")
   folder, step = _weights_checkpoint(ctx.workdir, stage.source)
-  items, _ = checkpoint.restore(folder, step, dict(model=trainer.abstract_model_state))
+  items, _ = _restore(folder, step, dict(model=trainer.abstract_model_state), label)
   state = trainer.start_from(items["model"])
   subset = ctx.data.finetune_subset(stage.pair, stage.D_f, section)
   batches = subset.batches(section.batch_size, ctx.cfg.seed, ctx.input_shards(trainer, "finetune"))
   counters = train.Counters()
   step_cfg = train.StepConfig.from_section(section)
-  state = train.train(
-      trainer, state, batches, counters, until=lambda c: c.step >= section.steps,
-      learning_rate=lambda c: optim.learning_rate_at(step_cfg, c.step, section.steps),
-      progress=ctx.progress(stage, label, "finetune", total_steps=section.steps))
-  checkpoint.save(stage_dir(ctx.workdir, stage), section.steps, dict(model=state.model),
-                  dict(dataclasses.asdict(counters), examples=subset.n_examples,
-                       subset_tokens=subset.n_tokens))
+  with preemption.deferred():  # a short stage: preempted, it starts over
+    state = train.train(
+        trainer, state, batches, counters, until=lambda c: c.step >= section.steps,
+        learning_rate=lambda c: optim.learning_rate_at(step_cfg, c.step, section.steps),
+        progress=ctx.progress(stage, label, "finetune", total_steps=section.steps),
+        on_step=lambda s, c: preemption.stop_if_reached(c.step, label))
+    checkpoint.save(stage_dir(ctx.workdir, stage), section.steps, dict(model=state.model),
+                    dict(dataclasses.asdict(counters), examples=subset.n_examples,
+                         subset_tokens=subset.n_tokens))
 
 
 # ---------------------------------------------------------------- evaluate
@@ -236,7 +360,7 @@ def run_evaluate(ctx: Context, stage: grid.Evaluate, label: str) -> dict:
   """Translation metrics on the pair, or held-out LM loss; writes the row."""
   trainer = ctx.trainer(stage.weights.train, "finetune" if stage.weights.finetune else "pretrain")
   folder, step = _weights_checkpoint(ctx.workdir, stage.weights)
-  items, _ = checkpoint.restore(folder, step, dict(model=trainer.abstract_model_state))
+  items, _ = _restore(folder, step, dict(model=trainer.abstract_model_state), label)
   if stage.pair:
     scores = evaluate.translation(ctx.data, trainer, items["model"], stage.pair)
     hypothesis, reference = scores.pop("example")
