@@ -18,7 +18,7 @@ COLUMNS = (
     "encoder_layers", "decoder_layers", "mixture", "rates", "p", "pair", "objective",
     "D_p", "D_p_seen", "D_f", "D_f_seen", "ce", "bleu", "chrf", "loss", "bits_per_token",
     "flops", "schedule", "branch", "decode", "sacrebleu", "wall_s", "pretrain_key",
-    "finetune_key", "config_hash", "error",
+    "finetune_key", "config_hash", "error", "diverged_step",
 )
 SORT_BY = ("size", "encoder_layers", "decoder_layers", "d_model", "mixture", "pair", "D_f",
            "D_p")
@@ -29,11 +29,14 @@ KIND_COLUMNS = {"translation": ("p", "ce", "bleu", "chrf", "decode", "sacrebleu"
                 "lm": ("loss", "bits_per_token")}
 _TRANSLATION_ONLY, _LM_ONLY = KIND_COLUMNS["translation"], KIND_COLUMNS["lm"]
 _FINETUNE_ONLY = ("D_f_seen", "finetune_key")
+# Only rows whose status is not 'ok' fill these: what went wrong, and for status
+# 'diverged' the step (of the stage named in `error`) whose loss was not finite.
+_PROBLEM_ONLY = ("error", "diverged_step")
 
 
 def produced_columns(*, translation: bool, lm: bool, finetunes: bool) -> set[str]:
   """The columns a study's rows fill, given what it evaluates."""
-  columns = set(COLUMNS) - set(_TRANSLATION_ONLY + _LM_ONLY + _FINETUNE_ONLY) - {"error"}
+  columns = set(COLUMNS) - set(_TRANSLATION_ONLY + _LM_ONLY + _FINETUNE_ONLY) - set(_PROBLEM_ONLY)
   for wanted, only in ((translation, _TRANSLATION_ONLY), (lm, _LM_ONLY),
                        (finetunes, _FINETUNE_ONLY)):
     if wanted:

@@ -1,7 +1,9 @@
 """Run a study's stages in dependency order, skipping every stage already complete.
 
 Errors are contained per stage: a failed stage marks its dependants failed (their
-rows say so), the rest of the grid goes on, and nothing already computed is lost.
+rows say so), the rest of the grid goes on, and nothing already computed is lost. A
+training stage whose loss goes NaN or infinite (`train.Diverged`) marks its dependants'
+rows 'diverged', with the step in `diverged_step`; the fits leave them out with a note.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from etils import epath
 from scaling import config as config_lib
 from scaling import grid
 from scaling import inputs
+from scaling import logs
 from scaling import mesh as mesh_lib
 from scaling import report
 from scaling import results
@@ -29,7 +32,20 @@ class Summary:
   ran: int = 0
   skipped: int = 0
   failed: int = 0
+  diverged: int = 0   # stages whose training diverged, and the stages after them
   wall_s: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class _Stopped:
+  """Why a stage did not complete: what the stage that raised (itself or one upstream)
+  raised, and that stage's kind."""
+  kind: str
+  error: Exception
+
+  @property
+  def diverged(self) -> bool:
+    return isinstance(self.error, train.Diverged)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,28 +119,38 @@ def run(cfg: ml_collections.ConfigDict, workdir: epath.PathLike) -> Summary:
   start = time.perf_counter()
   ctx, plan = prepare(cfg, workdir)
   summary = Summary()
-  failed: set[str] = set()
+  stopped: dict[str, _Stopped] = {}  # stage key -> why it did not complete
   ordered = list(_in_order(plan))
-  for i, stage in enumerate(ordered, start=1):
-    kind = KINDS[type(stage)]
-    label = f"[{i}/{len(ordered)}] {kind.name} {_where(stage)}"
-    upstream = _upstream(stage)
-    if upstream is not None and upstream.key in failed:
-      failed.add(stage.key)
-      _fail_without_running(ctx, stage, label, summary)
-    elif mesh_lib.agreed(kind.complete(ctx, stage)):
-      summary.skipped += 1
-      print(f"{label}  (complete, skipped)", flush=True)
-    elif not _attempt(label, summary, kind.run, ctx, stage, label):
-      failed.add(stage.key)
-      if isinstance(stage, grid.Evaluate):
-        _write_failed_row(ctx, stage, "evaluation failed")
+  with logs.bars_above_prints(), _grid_bar(len(ordered)) as grid_bar:
+    for i, stage in enumerate(ordered, start=1):
+      kind = KINDS[type(stage)]
+      label = f"[{i}/{len(ordered)}] {kind.name} {_where(stage)}"
+      upstream = _upstream(stage)
+      if upstream is not None and upstream.key in stopped:
+        stopped[stage.key] = stopped[upstream.key]
+        _stop_without_running(ctx, stage, label, summary, stopped[stage.key])
+      elif mesh_lib.agreed(kind.complete(ctx, stage)):
+        summary.skipped += 1
+        print(f"{label}  (complete, skipped)", flush=True)
+      elif (error := _attempt(label, summary, kind.run, ctx, stage, label)) is not None:
+        stopped[stage.key] = _Stopped(kind.name, error)
+        if isinstance(stage, grid.Evaluate):
+          _write_stopped_row(ctx, stage, stopped[stage.key], "evaluation failed")
+      grid_bar.update()
   if mesh_lib.is_primary():  # the tables and plots, once
     report.write(cfg, ctx.workdir, results.load(ctx.workdir))
   summary.wall_s = time.perf_counter() - start
-  print(f"done: {summary.ran} stages ran, {summary.skipped} skipped, {summary.failed} failed "
-        f"in {summary.wall_s:.0f} s; results in {ctx.workdir}", flush=True)
+  print(f"done: {summary.ran} stages ran, {summary.skipped} skipped, {summary.failed} failed, "
+        f"{summary.diverged} diverged in {summary.wall_s:.0f} s; results in {ctx.workdir}",
+        flush=True)
   return summary
+
+
+def _grid_bar(n_stages: int):
+  """The grid's bar on process 0's terminal; a stand-in that draws nothing otherwise
+  (the '[i/n]' stage lines say the same)."""
+  shown = logs.on_terminal() and mesh_lib.is_primary()
+  return logs.bar(desc="grid", total=n_stages, unit="stage", disable=not shown)
 
 
 def _in_order(plan: grid.Plan) -> Iterator:
@@ -162,30 +188,46 @@ def _where(stage) -> str:
   return f"{_where(weights.train)} D_p={weights.D_p:,}{tail} {what}"
 
 
-def _attempt(label: str, summary: Summary, fn, *args) -> bool:
+def _attempt(label: str, summary: Summary, fn, *args) -> Exception | None:
+  """Runs a stage; what stopped it, or None once it completed."""
   print(label, flush=True)
   try:
     fn(*args)
   except (KeyboardInterrupt, SystemExit):
     raise
-  except Exception:  # one failed stage must not lose the rest of the grid
+  except train.Diverged as e:  # an outcome of the science, not a bug: no traceback
+    summary.diverged += 1
+    print(f"{label}  DIVERGED: {e}", flush=True)
+    return e
+  except Exception as e:  # one failed stage must not lose the rest of the grid
     summary.failed += 1
     print(f"{label}  FAILED\n{traceback.format_exc()}", flush=True)
-    return False
+    return e
   summary.ran += 1
-  return True
+  return None
 
 
-def _fail_without_running(ctx: stages.Context, stage, label: str, summary: Summary) -> None:
-  summary.failed += 1
-  print(f"{label}  (an earlier stage failed)", flush=True)
+def _stop_without_running(ctx: stages.Context, stage, label: str, summary: Summary,
+                          stop: _Stopped) -> None:
+  if stop.diverged:
+    summary.diverged += 1
+    print(f"{label}  (an earlier {stop.kind} stage diverged)", flush=True)
+  else:
+    summary.failed += 1
+    print(f"{label}  (an earlier stage failed)", flush=True)
   if isinstance(stage, grid.Evaluate):
-    _write_failed_row(ctx, stage, "an earlier stage failed")
+    _write_stopped_row(ctx, stage, stop, "an earlier stage failed")
 
 
-def _write_failed_row(ctx: stages.Context, stage: grid.Evaluate, why: str) -> None:
+def _write_stopped_row(ctx: stages.Context, stage: grid.Evaluate, stop: _Stopped,
+                       why_failed: str) -> None:
   row = stages.describe(ctx.cfg, ctx.workdir, stage)
-  stages.write_row(ctx.workdir, dict(row, status="failed", error=why))
+  if stop.diverged:
+    row.update(status="diverged", diverged_step=stop.error.step,
+               error=f"{stop.kind} diverged: {stop.error}")
+  else:
+    row.update(status="failed", error=why_failed)
+  stages.write_row(ctx.workdir, row)
 
 
 def status(cfg: ml_collections.ConfigDict, workdir: epath.PathLike) -> None:
@@ -200,9 +242,11 @@ def status(cfg: ml_collections.ConfigDict, workdir: epath.PathLike) -> None:
     done[kind.name] += kind.complete(_StatusContext(cfg, workdir), stage)
   rows = [results.read_row(workdir, s.key) for s in plan.evaluates]
   done_eval = sum(r is not None and r["status"] == "ok" for r in rows)
-  failed = sum(r is not None and r["status"] != "ok" for r in rows)
+  failed = sum(r is not None and r["status"] == "failed" for r in rows)
+  diverged = sum(r is not None and r["status"] == "diverged" for r in rows)
   parts = [f"{name} {done[name]}/{totals[name]}" for name in done if totals[name]]
-  print("  ".join(parts) + f"  evaluate {done_eval}/{len(plan.evaluates)} ({failed} failed)")
+  print("  ".join(parts) + f"  evaluate {done_eval}/{len(plan.evaluates)} "
+        f"({failed} failed, {diverged} diverged)")
 
 
 @dataclasses.dataclass

@@ -50,7 +50,8 @@ class Context:
   def trainer(self, stage: grid.Train, section: str) -> train.Trainer:
     size = dataclasses.replace(stage.size, vocab_size=self.data.model_vocab_size,
                                dropout_rate=float(self.cfg.model.dropout_rate))
-    model_cfg = train.ModelConfig(size, self.cfg.model.dtype, self.cfg.model.param_dtype)
+    model_cfg = train.ModelConfig(size, self.cfg.model.dtype, self.cfg.model.param_dtype,
+                                  self.cfg.model.remat)
     return train.get_trainer(model_cfg, train.StepConfig.from_section(self.cfg[section]),
                              self.mesh, int(self.cfg.seed))
 
@@ -409,7 +410,7 @@ def _costs(workdir: epath.Path, weights: grid.Weights) -> dict:
   finetune = weights.finetune
   source = finetune.source if finetune else weights
   folder, step = _weights_checkpoint(workdir, source)
-  if not checkpoint.steps(folder):
+  if step not in checkpoint.steps(folder):  # a run that stopped before reaching it
     return {}
   meta = checkpoint.read_meta(folder, step)
   costs = dict(D_p_seen=meta["tokens"], flops=meta["flops"], wall_s=meta["wall_s"])

@@ -353,8 +353,10 @@ class DivergenceWatch:
     self._pending.append((step, dict(loss=metrics["loss"], grad_norm=metrics["grad_norm"])))
 
   def check_losses(self) -> None:
-    pending, self._pending = self._pending, []
-    for step, values in zip([s for s, _ in pending], jax.device_get([v for _, v in pending])):
+    steps = [step for step, _ in self._pending]
+    fetched = jax.device_get([values for _, values in self._pending])  # one sync for all
+    self._pending = []
+    for step, values in zip(steps, fetched):
       loss, grad_norm = float(values["loss"]), float(values["grad_norm"])
       if not np.isfinite(loss):
         raise Diverged(step, loss)
