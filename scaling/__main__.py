@@ -7,6 +7,7 @@
   table   --workdir DIR                            print the results table
   fit     --config configs/demo.py --workdir DIR   re-fit and rewrite fits.* and plots/
   bench   models                                   print model throughput / MFU figures
+  bench   memory                                   per-device memory of the T5-3B train step
 
 Exit status of `run`: 0 all stages done; 1 some stage failed (the rest ran; re-run to
 retry it); 2 config error; 3 the processes of a multi-host run could not join;
@@ -82,7 +83,10 @@ def _bench(what: str) -> int:
     from fits import bench
     bench.main([])
     return 0
-  print(f"unknown benchmark {what!r} (known: models, fits)", file=sys.stderr)
+  if what == "memory":
+    from scaling import bench_memory
+    return bench_memory.main([])
+  print(f"unknown benchmark {what!r} (known: models, fits, memory)", file=sys.stderr)
   return 2
 
 
@@ -107,7 +111,7 @@ def _parser() -> argparse.ArgumentParser:
   table = sub.add_parser("table")
   table.add_argument("--workdir", required=True)
   bench = sub.add_parser("bench")
-  bench.add_argument("what", choices=["models", "fits"])
+  bench.add_argument("what", choices=["models", "fits", "memory"])
   return parser
 
 
