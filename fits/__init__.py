@@ -5,15 +5,19 @@
     fits.tables.to_markdown({"en-de": res})
 
 Pure numerics: nothing here imports the training code.  Importing `fits` is cheap; JAX, pandas and
-matplotlib load only when a fit, a table or a plot needs them.
+matplotlib load only when a fit, a table or a plot needs them.  Compiled kernels are kept on disk
+(fits.compilation), so the first fit in a new process loads them instead of compiling; set
+FITS_COMPILATION_CACHE=off to keep nothing.
 """
 from __future__ import annotations
 
 import importlib
 
-__all__ = ["fit", "FitResult", "laws", "tables", "plots", "published", "chain", "engine"]
+__all__ = ["fit", "FitResult", "laws", "tables", "plots", "published", "chain", "engine",
+           "bounds", "compilation"]
 
-_SUBMODULES = {"laws", "tables", "plots", "published", "engine", "core", "chain"}
+_SUBMODULES = {"laws", "tables", "plots", "published", "engine", "core", "chain", "bounds",
+               "compilation"}
 
 
 def __getattr__(name):

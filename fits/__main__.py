@@ -7,7 +7,9 @@
 largest) or column:NAME (hold out the rows where column NAME is 1 / True).
 
 --x names one column, or several comma-separated for a multivariate law (in the law's input
-order).  Writes DIR/fits.csv, DIR/fits.md, DIR/fits.tex and, with --plot, DIR/fits.png.
+order).  --bounds b=:1,alpha=0:2 bounds parameters (an empty side is open); --bootstrap-groups
+COLUMN resamples the rows of each value of COLUMN together (e.g. the checkpoints of one run).
+Writes DIR/fits.csv, DIR/fits.md, DIR/fits.tex and, with --plot, DIR/fits.png.
 """
 from __future__ import annotations
 
@@ -29,6 +31,9 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--delta", type=float, default=None)
     ap.add_argument("--starts", default="grid", help="'grid' or a number of random starts")
     ap.add_argument("--bootstrap", type=int, default=0)
+    ap.add_argument("--bootstrap-groups", default=None,
+                    help="column whose values are resampled whole (a block bootstrap)")
+    ap.add_argument("--bounds", default="", help="e.g. b=:1,alpha=0:2 (an empty side is open)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", required=True)
     ap.add_argument("--plot", action="store_true")
@@ -45,7 +50,9 @@ def main(argv=None) -> int:
     x_cols = [c for c in args.x.split(",") if c]
     by = [c for c in args.by.split(",") if c]
     holdout_col = _holdout_column(args.holdout)
-    missing = [c for c in x_cols + [args.y] + by + [holdout_col] if c and c not in df.columns]
+    groups_col = args.bootstrap_groups
+    missing = [c for c in x_cols + [args.y] + by + [holdout_col, groups_col]
+               if c and c not in df.columns]
     if missing:
         raise ValueError(f"--csv {args.csv!r} lacks columns {missing} (has {list(df.columns)})")
     if holdout_col and not df[holdout_col].isin([0, 1]).all():
@@ -55,6 +62,7 @@ def main(argv=None) -> int:
         raise ValueError(f"--x names {len(x_cols)} columns; law {args.law!r} takes "
                          f"{law.n_inputs} ({list(law.input_names)})")
     starts = int(args.starts) if args.starts.isdigit() else args.starts
+    bounds = _bounds(args.bounds)
     names = law.input_names if law is not None else ("N", "p")
     groups = df.groupby(by, sort=True) if by else [((), df)]
     results = {}
@@ -64,8 +72,9 @@ def main(argv=None) -> int:
         results[key if isinstance(key, tuple) else (key,)] = core.fit(
             args.law, x, sub[args.y].to_numpy(),
             holdout=sub[holdout_col].to_numpy().astype(bool) if holdout_col else args.holdout,
-            loss=args.loss,
-            delta=args.delta, starts=starts, bootstrap=args.bootstrap, seed=args.seed)
+            loss=args.loss, delta=args.delta, starts=starts, bounds=bounds,
+            bootstrap=args.bootstrap, seed=args.seed,
+            bootstrap_groups=sub[groups_col].to_numpy() if groups_col else None)
     os.makedirs(args.out, exist_ok=True)
     frame = tables.to_frame(results, key_names=by or None) if by else tables.to_frame(
         list(results.values()))
@@ -78,6 +87,21 @@ def main(argv=None) -> int:
         _plot(results, groups, x_cols, names, args)
     print(tables.to_markdown(frame))
     return 0
+
+
+def _bounds(spec: str) -> dict[str, tuple[float | None, float | None]]:
+    """--bounds b=:1,alpha=0:2 as {"b": (None, 1.0), "alpha": (0.0, 2.0)}."""
+    out = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        name, eq, limits = item.partition("=")
+        lower, colon, upper = limits.partition(":")
+        if not eq or not colon:
+            raise ValueError(f"--bounds {item!r}: expected NAME=LOWER:UPPER (a side may be empty)")
+        try:
+            out[name.strip()] = tuple(float(v) if v.strip() else None for v in (lower, upper))
+        except ValueError:
+            raise ValueError(f"--bounds {item!r}: LOWER and UPPER must be numbers") from None
+    return out
 
 
 def _holdout_column(spec: str | None) -> str | None:

@@ -37,6 +37,7 @@ import functools
 import numpy as np
 
 from fits import bounds as bounds_lib
+from fits import compilation
 from fits import laws as laws_lib
 
 _FTOL = 1e-10  # relative objective decrease below which an accepted step counts as converged
@@ -98,7 +99,7 @@ def _kernels(law, free_idx, loss, delta):
     import jax
     import jax.numpy as jnp
 
-    free = jnp.asarray(np.array(free_idx, dtype=np.int32))
+    free = np.array(free_idx, dtype=np.int32)
 
     def resid(theta, space, xs, t):
         base, lower, upper = space
@@ -159,18 +160,26 @@ def _kernels(law, free_idx, loss, delta):
         done = done | (improved & (small | tiny_step)) | (lam >= _LAM_MAX) | ~jnp.isfinite(f)
         return theta, lam, f, done, r, J, jnp.ones_like(fresh)
 
-    def chunk(theta, lam, f, done, space, xs, t, w, n_iter):
-        def body(_, c):
-            return lm_step(c, space, xs, t, w)
+    def lanes(w_axis):
+        """A chunk of n_iter LM iterations on a batch of lanes.  The loop runs over the vmapped
+        step, not vmap over the loop: the trip count is shared by all lanes, and batching the step
+        once traces several times faster than the while loop's batching rule (it re-batches the
+        body until the carry's batched-ness settles), which is most of a first fit's cost once
+        compilation is cached."""
+        step = jax.vmap(lm_step, in_axes=(0, None, None, None, w_axis))
 
-        r = jnp.zeros_like(t)
-        J = jnp.zeros(t.shape + theta.shape, t.dtype)
-        out = jax.lax.fori_loop(0, n_iter + 1, body, (theta, lam, f, done, r, J, False))
-        return out[:4]
+        def chunk(theta, lam, f, done, space, xs, t, w, n_iter):
+            r = jnp.zeros(theta.shape[:1] + t.shape, t.dtype)
+            J = jnp.zeros(theta.shape[:1] + t.shape + theta.shape[1:], t.dtype)
+            fresh = jnp.zeros(theta.shape[:1], bool)
+            out = jax.lax.fori_loop(0, n_iter + 1, lambda _, c: step(c, space, xs, t, w),
+                                    (theta, lam, f, done, r, J, fresh))
+            return out[:4]
 
-    # n_iter is traced (not static): every chunk length shares one compilation
-    lanes_shared_w = jax.jit(jax.vmap(chunk, in_axes=(0, 0, 0, 0, None, None, None, None, None)))
-    lanes_own_w = jax.jit(jax.vmap(chunk, in_axes=(0, 0, 0, 0, None, None, None, 0, None)))
+        # n_iter is traced (not static): every chunk length shares one compilation
+        return jax.jit(chunk)
+
+    lanes_shared_w, lanes_own_w = lanes(None), lanes(0)
     value_and_grad = jax.jit(jax.value_and_grad(objective))
     resid_lanes = jax.jit(jax.vmap(resid, in_axes=(0, None, None, None)))
     resid_and_jac = jax.jit(resid_jac)
@@ -203,7 +212,17 @@ def _spd_solve(A, b):
 
 
 def kernels(problem: Problem) -> dict:
-    return _kernels(problem.law, tuple(problem.free_idx), problem.loss, float(problem.delta))
+    """The problem's kernels, each compiled once per argument shape through fits.compilation (so a
+    new process loads them from disk rather than tracing and compiling them)."""
+    jitted = _kernels(problem.law, tuple(problem.free_idx), problem.loss, float(problem.delta))
+    law_identity = compilation.law_identity(problem.law)
+    identity = None if law_identity is None else repr(
+        (law_identity, tuple(problem.free_idx), problem.loss, float(problem.delta)))
+    return {name: functools.partial(_launch, name, fn, identity) for name, fn in jitted.items()}
+
+
+def _launch(name, jitted, identity, *args):
+    return compilation.call(name, jitted, args, identity)
 
 
 def _bucket(n: int, smallest: int) -> int:
@@ -235,12 +254,14 @@ def _padded_data(problem: Problem, weights: np.ndarray):
 def _device_data(problem: Problem, xs, t):
     """Inputs, targets and the parameter space (base raw vector, lower and upper bounds) as float64
     JAX arrays (call under enable_x64)."""
-    import jax.numpy as jnp
+    import jax
+
+    # device_put, not jnp.asarray: the latter compiles a small program per new shape
+    def put(v):
+        return jax.device_put(np.asarray(v, dtype=np.float64))
 
     space = (problem.base_raw, problem.box.lower, problem.box.upper)
-    return (tuple(jnp.asarray(c, dtype=jnp.float64) for c in xs),
-            jnp.asarray(t, dtype=jnp.float64),
-            tuple(jnp.asarray(v, dtype=jnp.float64) for v in space))
+    return tuple(put(c) for c in xs), put(t), tuple(put(v) for v in space)
 
 
 def _run_blocks(k, active, theta, lam, f, done, weights, own_w, space, xs, t, chunk, n_lanes):
@@ -254,7 +275,7 @@ def _run_blocks(k, active, theta, lam, f, done, weights, own_w, space, xs, t, ch
     for b in range(n_blocks):
         sl = idx[b * block:(b + 1) * block]
         args = (theta[sl], lam[sl], f[sl], done[sl] | pad[b * block:(b + 1) * block], space, xs, t,
-                weights[sl] if own_w else weights, chunk)
+                weights[sl] if own_w else weights, np.int32(chunk))
         outs.append(k["lanes_own_w" if own_w else "lanes_shared_w"](*args))
     return tuple(np.concatenate([np.asarray(o[i]) for o in outs]) for i in range(4))
 
@@ -275,7 +296,6 @@ def minimize_lm(problem: Problem, theta0_BP: np.ndarray, weights=None, *, max_it
     (bootstrap resamples).  merge: drop lanes whose parameters coincide with a better lane's.
     """
     import jax
-    import jax.numpy as jnp
 
     theta = np.array(theta0_BP, dtype=np.float64)
     n_lanes = theta.shape[0]
@@ -288,7 +308,7 @@ def minimize_lm(problem: Problem, theta0_BP: np.ndarray, weights=None, *, max_it
     xs_np, t_np, weights = _padded_data(problem, weights)
     with jax.enable_x64(True):
         xs, t, space = _device_data(problem, xs_np, t_np)
-        lane_weights = weights if own_w else jnp.asarray(weights)
+        lane_weights = weights if own_w else jax.device_put(weights)
         # each chunk first evaluates its lanes (see lm_step): no objective is needed up front
         f = np.full(n_lanes, np.inf)
         lam = np.full(n_lanes, _LAM0)
@@ -353,12 +373,10 @@ def _best_distinct(f, merged_into, k) -> np.ndarray:
 
 def _residual_lanes(k, lanes, theta, space, xs, t, n_lanes) -> np.ndarray:
     """Residuals (len(lanes), N) in blocks of one compiled size."""
-    import jax.numpy as jnp
-
     block = min(_BLOCK, _bucket(n_lanes, _SMALL_BLOCK))
     n_blocks = -(-lanes.size // block)
     idx = np.concatenate([lanes, np.full(n_blocks * block - lanes.size, lanes[0])])
-    outs = [k["resid_lanes"](jnp.asarray(theta[idx[b * block:(b + 1) * block]]), space, xs, t)
+    outs = [k["resid_lanes"](theta[idx[b * block:(b + 1) * block]], space, xs, t)
             for b in range(n_blocks)]
     return np.concatenate([np.asarray(o) for o in outs])[:lanes.size]
 
@@ -442,7 +460,6 @@ def minimize_scipy(problem: Problem, theta0_BP: np.ndarray, weights=None, *,
     of the fast path: the two reach a bounded optimum by different routes.  Its tolerances are
     tight (it is the reference), and theta comes back on the problem's raw scale."""
     import jax
-    import jax.numpy as jnp
     from scipy import optimize
 
     plain = _plain_problem(problem)
@@ -453,10 +470,10 @@ def minimize_scipy(problem: Problem, theta0_BP: np.ndarray, weights=None, *,
     thetas, fs, oks = [], [], []
     with jax.enable_x64(True):
         xs, t, space = _device_data(plain, plain.xs, plain.target)
-        wj = jnp.asarray(w)
+        wj = jax.device_put(w)
 
         def fun(theta):
-            val, grad = k["value_and_grad"](jnp.asarray(theta), space, xs, t, wj)
+            val, grad = k["value_and_grad"](np.asarray(theta, dtype=np.float64), space, xs, t, wj)
             val = float(val)
             if not np.isfinite(val):
                 return 1e300, np.zeros_like(theta)
@@ -511,15 +528,13 @@ def _plain_limits(problem: Problem, plain: Problem) -> list[tuple[float | None, 
 def jacobian(problem: Problem, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Residuals and Jacobian (w.r.t. the free raw parameters) at theta."""
     import jax
-    import jax.numpy as jnp
 
     k = kernels(problem)
     n = len(problem.target)
     xs_np, t_np, _ = _padded_data(problem, np.ones(n))
     with jax.enable_x64(True):
         xs, t, space = _device_data(problem, xs_np, t_np)
-        th = jnp.asarray(theta, dtype=jnp.float64)
-        r, J = k["resid_and_jac"](th, space, xs, t)
+        r, J = k["resid_and_jac"](np.asarray(theta, dtype=np.float64), space, xs, t)
         return np.array(r)[:n], np.array(J)[:n]
 
 

@@ -136,3 +136,21 @@ def test_starts_outside_the_bounds_are_errors_and_default_starts_move_inside():
     # the grid's b in {0, 0.5} lies below a floor of 0.6: both move just inside it (one start)
     res = fits.fit("sigmoid_link", x, y, holdout=held, bounds={"b": (0.6, 1.0)})
     assert res.n_starts == len(SIGMOID.start_grid()) // 2 and 0.6 < res.params["b"] <= 1.0
+
+
+def test_cli_takes_bounds_and_bootstrap_groups(tmp_path):
+    import pandas as pd
+
+    from fits.__main__ import main
+
+    x, y, held = _accuracy()
+    csv = tmp_path / "acc.csv"
+    pd.DataFrame({"L": x[~held], "acc": y[~held], "run": np.repeat(np.arange(5), 2)}).to_csv(
+        csv, index=False)
+    args = ["--csv", str(csv), "--law", "sigmoid_link", "--x", "L", "--y", "acc",
+            "--bootstrap", "16", "--bootstrap-groups", "run", "--out", str(tmp_path / "out")]
+    assert main(args + ["--bounds", "b=:1,k=0.5:"]) == 0
+    table = pd.read_csv(tmp_path / "out" / "fits.csv")
+    assert table["b"][0] <= 1.0 and table["b_hi"][0] <= 1.0
+    with pytest.raises(ValueError, match="NAME=LOWER:UPPER"):
+        main(args + ["--bounds", "b=1"])
