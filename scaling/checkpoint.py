@@ -136,10 +136,9 @@ class Every:
 
 def steps(directory: epath.PathLike) -> list[int]:
   """The steps fully saved under `directory` (empty if there is none)."""
-  if not epath.Path(directory).exists():
-    return []
-  with _manager(directory, create=False) as manager:
-    return sorted(manager.all_steps())
+  # A listing, not a CheckpointManager: a manager synchronises all processes, and
+  # hosts may see a folder appear at different moments.
+  return sorted(ocp.path.step.checkpoint_steps(_absolute(directory)))
 
 
 def restore(directory: epath.PathLike, step: int,

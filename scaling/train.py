@@ -392,7 +392,7 @@ def train(trainer: Trainer, state: TrainState, batches: Iterator[Batch], counter
     while not until(counters):
       batch = next(batches)
       state, metrics = trainer.step(state, batch, learning_rate(counters))
-      n, f = batch_tokens(batch), batch_flops(size, batch)
+      n, f = global_batch_tokens(batch), batch_flops(size, batch)
       counters.step, counters.tokens, counters.flops = counters.step + 1, counters.tokens + n, counters.flops + f
       counters.wall_s = time.perf_counter() - start
       progress.update(counters, metrics, n, f)

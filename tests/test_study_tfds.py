@@ -46,7 +46,7 @@ def test_tfds_study_runs_through_the_same_stages(tmp_path):
 def test_tfds_sources_are_checked_before_compute(tmp_path):
   cfg = tfds_config(tmp_path)
   cfg.mixtures = {"english": {"fr": 1.0}}
-  with pytest.raises(ValueError, match="mixtures.english: 'fr' has no pretraining data"):
+  with pytest.raises(ValueError, match="mixtures.english: 'fr' has no span_corruption training data"):
     runner.prepare(cfg, tmp_path / "work")
   cfg = tfds_config(tmp_path)
   cfg.data.vocabulary = str(tmp_path / "missing.model")
