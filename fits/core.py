@@ -33,6 +33,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from fits import engine
+from fits import isik
 from fits import laws as laws_lib
 
 # Laws whose inputs may be zero or negative (the others take logs of their inputs).
@@ -102,7 +103,8 @@ class FitResult:
             "objective": self.objective, "loss": self.loss, "delta": self.delta,
             "n_starts": self.n_starts, "n_converged": self.n_converged,
             "n_bootstrap": self.n_bootstrap, "n_groups": self.n_groups, "level": self.level,
-            "bounds": {k: list(v) for k, v in self.bounds.items()},
+            "bounds": {k: [None if math.isinf(b) else b for b in v]  # None: an open side
+                       for k, v in self.bounds.items()},
             "diagnostics": list(self.diagnostics),
         }
 
@@ -366,12 +368,27 @@ def _assemble(req: _Request, batch) -> FitResult:
     status = "ok" if np.isfinite(pred[~held]).all() and batch.converged[best] else "failed"
     diagnostics = _diagnostics(req, batch, best, params, train_error, heldout_error, boot, status)
     n_groups = 0 if req.groups is None or not req.bootstrap else int(req.groups.max()) + 1
-    return FitResult(params=params, ci=ci, se=_standard_errors(law, problem, theta),
-                     train_error=train_error, heldout_error=heldout_error,
-                     objective=float(batch.objective[best]), status=status,
-                     diagnostics=diagnostics, n_bootstrap=req.bootstrap, n_groups=n_groups,
-                     heldout_errors=[float(v) for v in rel[held]],
-                     bootstrap_params=boot, **common)
+    result = FitResult(params=params, ci=ci, se=_standard_errors(law, problem, theta),
+                       train_error=train_error, heldout_error=heldout_error,
+                       objective=float(batch.objective[best]), status=status,
+                       diagnostics=diagnostics, n_bootstrap=req.bootstrap, n_groups=n_groups,
+                       heldout_errors=[float(v) for v in rel[held]],
+                       bootstrap_params=boot, **common)
+    result.diagnostics += _isik_note(result, req.xs[0], y)
+    return result
+
+
+def _isik_note(result: FitResult, x: np.ndarray, y: np.ndarray) -> list[str]:
+    """For a log-law, the half of Isik et al.'s rule a single fit can judge, by fits.isik's
+    criteria; whether cross-entropy improves (misaligned) needs the CE curve: the report's
+    isik_rule column."""
+    if result.law != "log_law":
+        return []
+    reasons = isik.log_law_failures(result, x, y)
+    if not reasons:
+        return []
+    return [f"log-law does not hold ({'; '.join(reasons)}): per Isik et al. pretraining data "
+            f"misaligned with the task if downstream cross-entropy still improves"]
 
 
 def _declared_bounds(law, box) -> dict[str, tuple[float, float]]:
@@ -470,10 +487,7 @@ def _diagnostics(req: _Request, batch, best, params, train_error, heldout_error,
     if bootstrap and boot is not None and len(boot) < bootstrap:
         notes.append(f"{bootstrap - len(boot)} of {bootstrap} bootstrap refits failed")
     notes += _few_groups(req.groups if bootstrap else None)
-    if law.name == "log_law" and notes:
-        notes.append("log-law fit unreliable: per Isik et al. this signals pretraining data "
-                     "misaligned with the task")
-    return notes
+    return notes  # a log-law's Isik note follows from fits.isik's criteria, in _isik_note
 
 
 def _bound_notes(law, problem, theta, params) -> list[str]:

@@ -7,7 +7,10 @@ the rows into separate fits, the held-out protocol (Isik et al.: fit the 4
 smallest D_p, predict the rest) and the Huber delta.
 
     fits.md, fits.tex, fits.csv   one row per fitted group: parameters with
-                                  bootstrap intervals, in-sample and held-out error
+                                  bootstrap intervals, in-sample and held-out error;
+                                  with a log-law curve, an `isik_rule` column: Isik et
+                                  al.'s verdict on each BLEU log-law against the CE
+                                  curve of its group (fits.isik), empty on other rows
     fits_derived.csv              what the fitted laws imply: Ghorbani's optimal
                                   encoder share, Fernandes' f(p), Chinchilla's N*(C), D*(C)
     plots/                        the figure kinds `cfg.report.plots` names
@@ -17,7 +20,6 @@ Every file goes through etils.epath, so a gs:// workdir works.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import io
 import math
 import re
@@ -30,6 +32,7 @@ import pandas as pd
 from etils import epath
 
 import fits
+from fits import isik
 from scaling import results
 from scaling.config import ConfigError
 
@@ -318,6 +321,9 @@ def _holdout(spec: str, rows: pd.DataFrame) -> str | np.ndarray | None:
   if spec.startswith("column:"):
     column = rows[spec.removeprefix("column:")]
     return np.array([not pd.isna(v) and bool(v) for v in column], dtype=bool)
+  kind, _, k = spec.partition(":")
+  if kind == "smallest" and k.strip().isdigit() and int(k) >= len(rows):
+    return None  # a curve with no more checkpoints than the k to fit is fitted on all of them
   return spec
 
 
@@ -327,8 +333,6 @@ def _bootstrap_blocks(curve: Curve, rows: pd.DataFrame,
   column = curve.bootstrap_groups
   if not column or not n_resamples:
     return None, []
-  if "bootstrap_groups" not in inspect.signature(fits.fit).parameters:
-    return None, [f"point bootstrap: this fits.fit has no block bootstrap over {column}"]
   labels, distinct = pd.factorize(rows[column], use_na_sentinel=False)
   if len(distinct) < 2:  # one block: resampling it changes nothing
     return None, [f"point bootstrap: the fit holds a single {column} value"]
@@ -368,7 +372,7 @@ def write(cfg: ml_collections.ConfigDict, workdir: epath.PathLike, frame: pd.Dat
     return
   configured = {c.name: c for c in curves(cfg)}
   named = {fit_name(configured[key[0]], key[1:]): result for key, result in fitted.items()}
-  table = fits.tables.to_frame(named)
+  table = with_isik_rule(fits.tables.to_frame(named), configured.values(), frame, fitted)
   derived = derived_quantities(configured.values(), frame, fitted)
   markdown = fits.tables.to_markdown(table) + _derived_markdown(derived)
   (workdir / "fits.md").write_text(markdown)
@@ -400,6 +404,47 @@ def _with_group_columns(table: pd.DataFrame, configured: dict[str, Curve],
   rows = [{"curve": key[0], **dict(zip(configured[key[0]].group_by, key[1:]))} for key in fitted]
   keys = pd.DataFrame(rows, index=table.index)
   return pd.concat([table[["group"]], keys, table.drop(columns="group")], axis=1)
+
+
+def with_isik_rule(table: pd.DataFrame, configured, frame: pd.DataFrame,
+                   fitted: dict[tuple, fits.FitResult]) -> pd.DataFrame:
+  """The table (one row per `fitted` key, in order) plus an `isik_rule` column after `status`
+  when any curve is a log-law: the verdict for log-law rows, empty for the others."""
+  if not any(curve.law == "log_law" for curve in configured):
+    return table
+  verdicts = isik_verdicts(configured, frame, fitted)
+  table = table.copy()
+  table.insert(table.columns.get_loc("status") + 1, "isik_rule",
+               [verdicts.get(key, "") for key in fitted])
+  return table
+
+
+def isik_verdicts(configured, frame: pd.DataFrame,
+                  fitted: dict[tuple, fits.FitResult]) -> dict[tuple, str]:
+  """Isik et al.'s rule (fits.isik.verdict) for each log-law fit that has a CE curve: a curve
+  with target 'ce', the same inputs and the same group_by, whose group of the same values
+  gives the cross-entropy data.  {fit key: verdict}."""
+  configured = list(configured)
+  ce_rows = {(c.name, *g.values): g.rows for c in configured if c.target == "ce"
+             for g in groups(c, frame)}
+  verdicts = {}
+  for curve, group, result in _each_fit(configured, frame, fitted):
+    partner = _ce_partner(curve, configured) if curve.law == "log_law" else None
+    if partner is None:
+      continue
+    d_p = curve.inputs[0]
+    ce = ce_rows.get((partner.name, *group.values), pd.DataFrame({d_p: [], "ce": []}))
+    verdicts[(curve.name, *group.values)] = isik.verdict(
+        result, group.rows[d_p], group.rows[curve.target], ce[d_p], ce["ce"])
+  return verdicts
+
+
+def _ce_partner(curve: Curve, configured: list[Curve]) -> Curve | None:
+  """The first CE curve over the same inputs and groups as `curve` (Isik's pair of curves)."""
+  for other in configured:
+    if other.target == "ce" and other.inputs == curve.inputs and other.group_by == curve.group_by:
+      return other
+  return None
 
 
 def _csv_text(table: pd.DataFrame) -> str:

@@ -52,6 +52,7 @@ def test_a_ceiling_keeps_accuracy_below_one_and_extrapolates_better():
     assert capped.params["b"] <= 1.0 and "b at its upper bound (1)" in capped.diagnostics
     assert capped.heldout_error < 0.5 * free.heldout_error
     assert capped.bounds == {"b": (-np.inf, 1.0)} and capped.ok
+    assert capped.to_dict()["bounds"] == {"b": [None, 1.0]}
 
 
 def test_bounded_sigmoid_reaches_the_scipy_bounded_optimum():

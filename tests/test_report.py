@@ -3,7 +3,6 @@ fits that recover the laws that generated the data, tables, and every plot kind.
 
 No training: each frame is built from an exact law, so a fit must find its parameters.
 """
-import inspect
 import math
 
 import ml_collections
@@ -256,16 +255,6 @@ def test_block_bootstrap_labels_go_to_fits_when_there_are_several_blocks(monkeyp
   assert small is None and list(tiny) == [0, 0, 1, 1, 2]
   notes = fitted[("ce", "small", "aligned", "xa-ya", 15000)].diagnostics
   assert "point bootstrap: the fit holds a single pretrain_key value" in notes
-
-
-def test_point_bootstrap_when_fits_has_no_block_bootstrap():
-  if "bootstrap_groups" in inspect.signature(fits.fit).parameters:
-    pytest.skip("fits.fit has a block bootstrap here")
-  cfg = study_config({"ce": isik_curves(bootstrap_groups="pretrain_key")["ce"]}, bootstrap=4)
-  result = report.fit_all(cfg, isik_frame())[("ce", "tiny", "aligned", "xa-ya", 15000)]
-  assert result.ok and result.n_bootstrap == 4
-  notes = result.diagnostics
-  assert any(n.startswith("point bootstrap: this fits.fit has no block") for n in notes)
 
 
 # ------------------------------------------------------------------------------------
