@@ -80,9 +80,9 @@ def _synthetic(cfg):
 def _cpu(cfg):
   _synthetic(cfg)
   cfg.pretrain.update(batch_size=32, learning_rate=2e-3, warmup_steps=100, log_every=200)
-  cfg.eval.update(split="test", max_examples=300, batch_size=100, max_decode_length=32)
+  cfg.eval.update(split="test", max_examples=150, batch_size=150, max_decode_length=32)
   cfg.grid.update(size=("micro", "tiny", "small_cpu"), p=(0.0, 0.25, 0.5, 0.75, 1.0),
-                  D_p=(200_000,))
+                  D_p=(100_000,))
   cfg.fits.curves = _curves(holdout="largest:4")  # small_cpu at its 4 weights p > 0
   cfg.fits.bootstrap = 100
 

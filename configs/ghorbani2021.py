@@ -91,9 +91,9 @@ def _synthetic(cfg):
 def _cpu(cfg):
   _synthetic(cfg)
   cfg.pretrain.update(batch_size=32, learning_rate=2e-3, warmup_steps=100, log_every=200)
-  cfg.eval.update(split="test", max_examples=300, batch_size=100, max_decode_length=32)
+  cfg.eval.update(split="test", max_examples=200, batch_size=100, max_decode_length=32)
   cfg.grid.update(size=("tiny",), encoder_layers=(1, 2, 4), decoder_layers=(1, 2, 4),
-                  D_p=(300_000,), pair=("xa-ya",))
+                  D_p=(200_000,), pair=("xa-ya",))
   cfg.fits.curves = _curves(holdout="largest:3")  # the 4-layer encoders
   cfg.fits.bootstrap = 100
 

@@ -108,7 +108,7 @@ def _cpu(cfg):
                       learning_rate=2e-3, warmup_steps=100, log_every=200)
   cfg.finetune.update(batch_size=32, input_length=40, target_length=32, steps=100,
                       learning_rate=1e-3, log_every=100)
-  cfg.eval.update(split="test", max_examples=400, batch_size=100, max_decode_length=32)
+  cfg.eval.update(split="test", max_examples=200, batch_size=200, max_decode_length=32)
   cfg.grid.update(size=("small_cpu",), D_p=(25_000, 50_000, 100_000, 200_000, 400_000),
                   D_f=(15_000,))
   cfg.fits.bootstrap = 100

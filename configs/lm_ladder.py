@@ -85,7 +85,7 @@ def _cpu(cfg):
                       log_every=200)
   cfg.eval.update(batch_size=100, lm_max_batches=4)
   cfg.grid.update(size=("lm_micro", "lm_tiny", "lm_small_cpu"),
-                  D_p=(50_000, 100_000, 200_000, 400_000))
+                  D_p=(25_000, 50_000, 100_000, 200_000))
   cfg.fits.curves = _curves(holdout="largest:4")  # lm_small_cpu
   cfg.fits.bootstrap = 100
 

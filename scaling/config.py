@@ -97,7 +97,20 @@ def base_config() -> ml_collections.ConfigDict:
   cfg.grid = {axis: () for axis in GRID_AXES}
   cfg.fits = dict(bootstrap=200, curves=isik_curves())
   cfg.report = dict(plots=("curves",))
+  # What each stage asks of a Ray cluster (`run --executor ray`; the local executor
+  # ignores it): CPUs, GPUs, memory in bytes (0 = unset) and custom resources such as
+  # {"TPU": 4}. A worker killed mid-stage is retried `max_retries` times.
+  cfg.resources = {kind: _stage_resources() for kind in STAGE_KINDS}
+  cfg.resources.max_retries = 3
   return cfg
+
+
+STAGE_KINDS = ("train", "cooldown", "finetune", "evaluate")
+_RAY_OWN_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")
+
+
+def _stage_resources() -> dict:
+  return dict(num_cpus=1.0, num_gpus=0.0, memory=0, resources={})  # floats: a share of a GPU
 
 
 def curve(law: str, inputs: Sequence[str], target: str, *, group_by: Sequence[str] = (),
@@ -162,6 +175,7 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     _check_training("finetune", cfg.finetune)
     _check_positive("finetune.steps", [cfg.finetune.steps])
   _check_eval(cfg.eval)
+  _check_resources(cfg.resources)
   for name in cfg.grid.size:
     for shape in shape_variants(cfg):
       resolve_size(cfg, name, shape)
@@ -343,6 +357,29 @@ def _check_checkpointing(tcfg: ml_collections.ConfigDict) -> None:
     if not isinstance(value, kinds) or isinstance(value, bool) or value < 0:
       raise ConfigError(f"pretrain.{field} must be a non-negative number (0 = off), "
                         f"got {value!r}")
+
+
+def _check_resources(rcfg: ml_collections.ConfigDict) -> None:
+  for kind in STAGE_KINDS:
+    for field in ("num_cpus", "num_gpus", "memory"):
+      _check_quantity(f"resources.{kind}.{field}", rcfg[kind][field])
+    for name, amount in rcfg[kind].resources.items():
+      field = f"resources.{kind}.resources.{name}"
+      if name in _RAY_OWN_RESOURCES:
+        raise ConfigError(f"{field}: Ray's own resource; set resources.{kind}.num_cpus, "
+                          "num_gpus or memory instead")
+      _check_quantity(field, amount)
+  retries = rcfg.max_retries
+  if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+    raise ConfigError(f"resources.max_retries must be a non-negative int, got {retries!r}")
+
+
+def _check_quantity(field: str, value: Any) -> None:
+  """Ray's rule: a non-negative amount, whole above 1 (a share of one device below)."""
+  if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0:
+    raise ConfigError(f"{field} must be a non-negative number, got {value!r}")
+  if value > 1 and value != int(value):
+    raise ConfigError(f"{field}={value!r}: amounts above 1 must be whole numbers")
 
 
 def _check_rates(field: str, rates: Mapping[str, float]) -> None:

@@ -4,10 +4,20 @@ Errors are contained per stage: a failed stage marks its dependants failed (thei
 rows say so), the rest of the grid goes on, and nothing already computed is lost. A
 training stage whose loss goes NaN or infinite (`train.Diverged`) marks its dependants'
 rows 'diverged', with the step in `diverged_step`; the fits leave them out with a note.
+
+Several drivers may share one workdir (a grid split over machines, or a retry racing a slow
+original): each stage runs under a lease (scaling.lease), so no two run it at once. A
+stage leased elsewhere, or whose upstream is, waits while the driver goes on with the
+rest, and is looked at again every few seconds (skipped once the other driver completed it).
+
+JAX's persistent compilation cache lives in <workdir>/xla_cache, so the drivers of a grid,
+and a re-run, compile each program once between them (see `use_compilation_cache`).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -19,6 +29,7 @@ from etils import epath
 from scaling import config as config_lib
 from scaling import grid
 from scaling import inputs
+from scaling import lease as lease_lib
 from scaling import logs
 from scaling import mesh as mesh_lib
 from scaling import report
@@ -70,19 +81,61 @@ KINDS = {
 def prepare(cfg: ml_collections.ConfigDict,
             workdir: epath.PathLike) -> tuple[stages.Context, grid.Plan]:
   """Everything checked and built before any training: plan, sizes, mesh, data, laws."""
+  plan = check(cfg)
+  return build_context(cfg, workdir, plan), plan
+
+
+def check(cfg: ml_collections.ConfigDict) -> grid.Plan:
+  """The study's plan, once its config, grid and fitted curves are known to work."""
   plan = grid.expand(cfg)  # validates the config
   report.check_curves(cfg, produced_columns(plan))
+  return plan
+
+
+def build_context(cfg: ml_collections.ConfigDict, workdir: epath.PathLike,
+                  plan: grid.Plan) -> stages.Context:
+  """What the stages run in this process share: the mesh over this process's devices
+  (checked against the grid's sizes and batches), the data, the compilation cache."""
   workdir = epath.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
+  cache = use_compilation_cache(workdir)  # before anything compiles
   mesh_cfg = mesh_lib.MeshConfig(**cfg.mesh.to_dict())
-  _check_mesh(cfg, mesh_cfg, plan)
+  check_mesh(cfg, plan, jax.device_count())
   mesh = mesh_lib.make_mesh(mesh_cfg)
   data = inputs.StudyInputs.build(cfg, workdir)
   ctx = stages.Context(cfg, workdir, data, mesh)
   ctx.peak_flops = train.matmul_peak_flops()
   print(f"study {cfg.name}: {plan.n_stages} stages on mesh {mesh_lib.describe(mesh)}; "
         f"measured matmul peak {ctx.peak_flops / 1e9:,.0f} GFLOP/s (for MFU)", flush=True)
-  return ctx, plan
+  print(f"XLA compilation cache: {cache or 'off'}", flush=True)
+  return ctx
+
+
+CACHE_ENV = "SCALING_COMPILATION_CACHE"
+_OFF = ("0", "off", "false", "no", "none")
+_MIN_COMPILE_S = 0.1  # a micro model's programs compile in about that: cache them too
+_cache_set_here: list[str] = []  # the folder this module last gave JAX, if any
+
+
+def use_compilation_cache(workdir: epath.Path) -> str | None:
+  """Points JAX's persistent compilation cache at <workdir>/xla_cache; the folder in effect,
+  or None. A folder that anything else chose (JAX_COMPILATION_CACHE_DIR, jax.config, a fit
+  that ran first) is kept. SCALING_COMPILATION_CACHE=off opts out; =FOLDER picks a folder."""
+  setting = os.environ.get(CACHE_ENV, "").strip()
+  if setting.lower() in _OFF or not jax.config.jax_enable_compilation_cache:
+    return None
+  current = jax.config.jax_compilation_cache_dir
+  if current and current not in _cache_set_here:
+    return current
+  wanted = setting or os.fspath(workdir / "xla_cache")
+  if wanted != current:
+    from jax.experimental.compilation_cache import compilation_cache
+    jax.config.update("jax_compilation_cache_dir", wanted)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                      min(jax.config.jax_persistent_cache_min_compile_time_secs, _MIN_COMPILE_S))
+    compilation_cache.reset_cache()  # JAX reads the folder once: again, if it compiled before
+    _cache_set_here[:] = [wanted]
+  return wanted
 
 
 def produced_columns(plan: grid.Plan) -> set[str]:
@@ -91,13 +144,15 @@ def produced_columns(plan: grid.Plan) -> set[str]:
                                   finetunes=bool(plan.finetunes))
 
 
-def _check_mesh(cfg, mesh_cfg: mesh_lib.MeshConfig, plan: grid.Plan) -> None:
+def check_mesh(cfg: ml_collections.ConfigDict, plan: grid.Plan, n_devices: int) -> None:
+  """Whether the mesh fits every size and batch of the grid on `n_devices` devices."""
+  mesh_cfg = mesh_lib.MeshConfig(**cfg.mesh.to_dict())
   sections = ["pretrain", "eval"] + (["finetune"] if plan.finetunes else [])
   _check_input_shards(cfg, sections[:1] + sections[2:])
   for stage in plan.trains:
     for section in sections:
       try:
-        mesh_lib.validate(mesh_cfg, stage.size, jax.device_count(),
+        mesh_lib.validate(mesh_cfg, stage.size, n_devices,
                           batch_size=int(cfg[section].batch_size))
       except ValueError as e:
         raise config_lib.ConfigError(f"mesh / {section}.batch_size: {e}") from e
@@ -118,32 +173,104 @@ def run(cfg: ml_collections.ConfigDict, workdir: epath.PathLike) -> Summary:
   """Runs (or resumes) the whole study, then writes the fitted-law tables and plots."""
   start = time.perf_counter()
   ctx, plan = prepare(cfg, workdir)
-  summary = Summary()
-  stopped: dict[str, _Stopped] = {}  # stage key -> why it did not complete
+  walk = _Walk(ctx, Summary())
+  summary = walk.summary
   ordered = list(_in_order(plan))
+  pending = list(enumerate(ordered, start=1))
   with logs.bars_above_prints(), _grid_bar(len(ordered)) as grid_bar:
-    for i, stage in enumerate(ordered, start=1):
-      kind = KINDS[type(stage)]
-      label = f"[{i}/{len(ordered)}] {kind.name} {_where(stage)}"
-      upstream = _upstream(stage)
-      if upstream is not None and upstream.key in stopped:
-        stopped[stage.key] = stopped[upstream.key]
-        _stop_without_running(ctx, stage, label, summary, stopped[stage.key])
-      elif mesh_lib.agreed(kind.complete(ctx, stage)):
-        summary.skipped += 1
-        print(f"{label}  (complete, skipped)", flush=True)
-      elif (error := _attempt(label, summary, kind.run, ctx, stage, label)) is not None:
-        stopped[stage.key] = _Stopped(kind.name, error)
-        if isinstance(stage, grid.Evaluate):
-          _write_stopped_row(ctx, stage, stopped[stage.key], "evaluation failed")
-      grid_bar.update()
-  if mesh_lib.is_primary():  # the tables and plots, once
-    report.write(cfg, ctx.workdir, results.load(ctx.workdir))
+    while pending:
+      walk.waiting = set()
+      for i, stage in pending:
+        label = f"[{i}/{len(ordered)}] {KINDS[type(stage)].name} {_where(stage)}"
+        if walk.visit(stage, label):
+          grid_bar.update()
+        else:
+          walk.waiting.add(stage.key)
+      pending = [(i, stage) for i, stage in pending if stage.key in walk.waiting]
+      if pending:
+        time.sleep(_poll_s())
+  if mesh_lib.is_primary():  # the tables and plots, once (one driver at a time)
+    with _lease_when_free(ctx.workdir, "report"):
+      report.write(cfg, ctx.workdir, results.load(ctx.workdir))
   summary.wall_s = time.perf_counter() - start
   print(f"done: {summary.ran} stages ran, {summary.skipped} skipped, {summary.failed} failed, "
         f"{summary.diverged} diverged in {summary.wall_s:.0f} s; results in {ctx.workdir}",
         flush=True)
   return summary
+
+
+def _poll_s() -> float:
+  return min(lease_lib.timeout_s() / 4, 5.0)
+
+
+@dataclasses.dataclass
+class _Walk:
+  """One driver's pass over the stages: what ran, what stopped, what waits on others."""
+  ctx: stages.Context
+  summary: Summary
+  stopped: dict[str, _Stopped] = dataclasses.field(default_factory=dict)  # key -> why
+  waiting: set[str] = dataclasses.field(default_factory=set)  # keys left for a later pass
+  said: dict[str, str] = dataclasses.field(default_factory=dict)  # key -> wait last printed
+
+  def visit(self, stage, label: str) -> bool:
+    """Settles a stage (ran, skipped or stopped): True; False while another driver holds
+    its lease or its upstream's."""
+    kind, upstream = KINDS[type(stage)], _upstream(stage)
+    if upstream is not None and upstream.key in self.stopped:
+      self.stopped[stage.key] = self.stopped[upstream.key]
+      _stop_without_running(self.ctx, stage, label, self.summary, self.stopped[stage.key])
+    elif mesh_lib.agreed(kind.complete(self.ctx, stage)):
+      self._skip(label)
+    elif upstream is not None and upstream.key in self.waiting:
+      self._say_wait(stage.key, label, "waits for its upstream stage, run by another driver")
+      return False
+    elif (lease := self._take_lease(stage, label)) is None:
+      return False
+    else:
+      with lease:  # released once the stage completed or failed
+        self._run(kind, stage, label)
+    return True
+
+  def _take_lease(self, stage, label: str):
+    """This driver's lease on the stage (process 0 takes it, every process agrees), or None
+    while a live driver elsewhere holds it."""
+    taken = lease_lib.take(self.ctx.workdir, stage.key) if mesh_lib.is_primary() else None
+    if not mesh_lib.agreed(not isinstance(taken, lease_lib.Holder)):
+      if isinstance(taken, lease_lib.Holder):
+        self._say_wait(stage.key, label, f"waits on the lease of {taken.owner}",
+                       f"heartbeat {taken.age_s:.0f} s ago")
+      else:
+        self._say_wait(stage.key, label, "waits on another driver's lease")
+      return None
+    if isinstance(taken, lease_lib.Lease) and taken.took_over:
+      print(f"{label}  (takes over the stale lease of {taken.took_over})", flush=True)
+    return taken or contextlib.nullcontext()
+
+  def _run(self, kind: StageKind, stage, label: str) -> None:
+    # another driver may have completed it between the check and the lease
+    if mesh_lib.agreed(kind.complete(self.ctx, stage)):
+      self._skip(label)
+    elif (error := _attempt(label, self.summary, kind.run, self.ctx, stage, label)) is not None:
+      self.stopped[stage.key] = _Stopped(kind.name, error)
+      if isinstance(stage, grid.Evaluate):
+        _write_stopped_row(self.ctx, stage, self.stopped[stage.key], "evaluation failed")
+
+  def _skip(self, label: str) -> None:
+    self.summary.skipped += 1
+    print(f"{label}  (complete, skipped)", flush=True)
+
+  def _say_wait(self, key: str, label: str, why: str, detail: str = "") -> None:
+    if self.said.get(key) != why:  # once per holder, not at every poll
+      self.said[key] = why
+      print(f"{label}  ({why}{', ' + detail if detail else ''})", flush=True)
+
+
+@contextlib.contextmanager
+def _lease_when_free(workdir: epath.Path, key: str):
+  while isinstance(taken := lease_lib.take(workdir, key), lease_lib.Holder):
+    time.sleep(_poll_s())
+  with taken:
+    yield
 
 
 def _grid_bar(n_stages: int):

@@ -95,30 +95,42 @@ def _weights_checkpoint(workdir: epath.Path, weights: grid.Weights) -> tuple[epa
 def save_points(cfg: ml_collections.ConfigDict, stage: grid.Train) -> list[int]:
   """Token counts at which the run saves: each budget D_p, or under WSD each budget's
   branch point, where its cooldown leaves the stable phase (Hägele et al. 2024)."""
+  return sorted({save_point(cfg, d_p) for d_p in stage.D_p})
+
+
+def save_point(cfg: ml_collections.ConfigDict, d_p: int) -> int:
+  """The save point that serves budget `d_p`: itself, or under WSD its branch point."""
   if cfg.pretrain.schedule != "wsd":
-    return list(stage.D_p)
-  keep = 1.0 - float(cfg.pretrain.cooldown_fraction)
-  return sorted({max(1, round(keep * d_p)) for d_p in stage.D_p})
+    return d_p
+  return max(1, round((1.0 - float(cfg.pretrain.cooldown_fraction)) * d_p))
 
 
 def train_missing(cfg: ml_collections.ConfigDict, workdir: epath.Path,
-                  stage: grid.Train) -> list[int]:
+                  stage: grid.Train, up_to: int | None = None) -> list[int]:
+  """The save points not saved yet (those up to `up_to` tokens, when given)."""
   saved = set(checkpoint.steps(stage_dir(workdir, stage)))
-  return [point for point in save_points(cfg, stage) if point not in saved]
+  return [point for point in save_points(cfg, stage)
+          if point not in saved and (up_to is None or point <= up_to)]
 
 
-def run_train(ctx: Context, stage: grid.Train, label: str) -> None:
+def run_train(ctx: Context, stage: grid.Train, label: str, stop_at: int | None = None) -> None:
   """One run per (size, shape, data); saves a checkpoint when the tokens seen reach
   each save point, and periodic ones (`periodic/`, the last two kept) as configured
   and when preempted. A re-run resumes from the latest readable of: the last save
   point before the first missing one, or a periodic checkpoint before that point;
-  it replays the deterministic data stream up to there."""
+  it replays the deterministic data stream up to there.
+
+  With `stop_at` (a save point), the run stops once the save points up to it are saved;
+  a later call goes on from there exactly as one uninterrupted run would (the schedule's
+  horizon is the largest D_p either way), so finetunes can start from an early save
+  point while the run continues (the Ray executor's segments)."""
   trainer = ctx.trainer(stage, "pretrain")
   folder = stage_dir(ctx.workdir, stage)
   section = ctx.cfg.pretrain
   with preemption.deferred():
     state, counters = _resume(ctx, stage, trainer, label)
-    points = train_missing(ctx.cfg, ctx.workdir, stage)  # after _resume: it may set some aside
+    # after _resume: it may set some aside
+    points = train_missing(ctx.cfg, ctx.workdir, stage, up_to=stop_at)
     batches = ctx.data.train_batches(stage.data, ctx.cfg.seed, ctx.input_shards(trainer, "pretrain"))
     _skip(batches, counters.step)
     every = checkpoint.Every(int(section.checkpoint_every_steps),
@@ -129,7 +141,8 @@ def run_train(ctx: Context, stage: grid.Train, label: str) -> None:
                   learning_rate=lambda c: _learning_rate(section, c, horizon),
                   progress=ctx.progress(stage, label, "pretrain", total_tokens=max(points)),
                   on_step=saves.on_step, save_due=saves.due)
-    checkpoint.delete_all(periodic_dir(folder))  # every save point is kept: no more use
+    # the newest save point is newer than every periodic checkpoint: they are of no more use
+    checkpoint.delete_all(periodic_dir(folder))
 
 
 def periodic_dir(folder: epath.Path) -> epath.Path:

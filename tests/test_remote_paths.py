@@ -83,10 +83,17 @@ class MemoryBucket:
 
   rename = replace
 
+  def remove(self, original, path):
+    if not self._remote(path):
+      return original(path)
+    if self.files.pop(str(path), None) is None:
+      raise FileNotFoundError(path)
+
   @contextlib.contextmanager
   def mounted(self):
+    # One mock_epath for every hook: a nested one would replace this whole table.
     names = ("open", "exists", "isdir", "makedirs", "mkdir", "glob", "listdir", "replace",
-             "rename")
+             "rename", "remove")
     # With TensorFlow installed epath sends gs:// to tf.io.gfile directly, past the
     # mockable backend table; take that shortcut away for the test.
     with mock.patch.object(gpath, "_is_tf_installed", lambda: False), \
