@@ -36,14 +36,11 @@ WORLD = dict(seed=0, n_families=3, n_concepts=150)
 
 
 def get_config(variant: str = "full"):
-  variants = {"full": _full, "cpu": _cpu, "micro": _micro}
-  if variant not in variants:
-    raise ValueError(f"unknown variant {variant!r} (known: {', '.join(variants)})")
-  cfg = config.base_config()
-  cfg.name = f"fernandes2023_{variant}"
+  cfg, set_variant = config.study_variant(
+      "fernandes2023", variant, {"full": _full, "cpu": _cpu, "micro": _micro})
   cfg.pretrain.objective = "translation"  # from scratch on the weighted pairs
   cfg.report.plots = ("fernandes",)
-  variants[variant](cfg)
+  set_variant(cfg)
   return cfg
 
 

@@ -42,15 +42,12 @@ MT5_VOCAB = "gs://t5-data/vocabs/mc4.250000.100extra/sentencepiece.model"
 
 
 def get_config(variant: str = "full"):
-  variants = {"full": _full, "cpu": _cpu, "micro": _micro}
-  if variant not in variants:
-    raise ValueError(f"unknown variant {variant!r} (known: {', '.join(variants)})")
-  cfg = config.base_config()
-  cfg.name = f"isik2024_{variant}"
+  cfg, set_variant = config.study_variant(
+      "isik2024", variant, {"full": _full, "cpu": _cpu, "micro": _micro})
   cfg.pretrain.objective = "span_corruption"
   cfg.fits.curves = config.isik_curves()  # BLEU log-law + CE power law, smallest:4
   cfg.report.plots = ("curves",)
-  variants[variant](cfg)
+  set_variant(cfg)
   return cfg
 
 

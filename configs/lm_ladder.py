@@ -40,16 +40,13 @@ WORLD = dict(seed=0, n_families=3, n_concepts=150)
 
 
 def get_config(variant: str = "full"):
-  variants = {"full": _full, "cpu": _cpu, "micro": _micro}
-  if variant not in variants:
-    raise ValueError(f"unknown variant {variant!r} (known: {', '.join(variants)})")
-  cfg = config.base_config()
-  cfg.name = f"lm_ladder_{variant}"
+  cfg, set_variant = config.study_variant(
+      "lm_ladder", variant, {"full": _full, "cpu": _cpu, "micro": _micro})
   # A causal LM reads sequences of pretrain.target_length tokens (input_length is unused).
   cfg.pretrain.update(objective="causal_lm", optimizer="adamw", schedule="wsd",
                       cooldown_fraction=0.2, cooldown_shape="1-sqrt")
   cfg.report.plots = ("ladder",)
-  variants[variant](cfg)
+  set_variant(cfg)
   return cfg
 
 

@@ -49,6 +49,17 @@ def _training_section(**overrides) -> dict:
   return section
 
 
+def study_variant(study: str, variant: str,
+                  variants: dict) -> tuple[ml_collections.ConfigDict, Any]:
+  """A study config's start: base_config named '<study>_<variant>', and the function that
+  sets the variant's fields; ValueError for a variant the study does not have."""
+  if variant not in variants:
+    raise ValueError(f"unknown variant {variant!r} (known: {', '.join(variants)})")
+  cfg = base_config()
+  cfg.name = f"{study}_{variant}"
+  return cfg, variants[variant]
+
+
 def base_config() -> ml_collections.ConfigDict:
   """Every field a study config may set, with its default."""
   cfg = ml_collections.ConfigDict()
