@@ -21,6 +21,8 @@ import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
+from scaling import timing
+
 META = "meta"
 # Restoring failed for a reason of the machine, not of the files: never "unreadable".
 _MACHINE_ERRORS = (MemoryError, jax.errors.JaxRuntimeError)
@@ -69,7 +71,7 @@ def _save_args(items: dict[str, Any], meta: dict) -> ocp.args.Composite:
 
 def save(directory: epath.PathLike, step: int, items: dict[str, Any], meta: dict) -> None:
   """Saves pytrees `items` and JSON `meta` as `step`; a step appears only once complete."""
-  with _manager(directory, create=True) as manager:
+  with timing.phase("checkpoints"), _manager(directory, create=True) as manager:
     manager.save(int(step), args=_save_args(items, meta))
     manager.wait_until_finished()
 
@@ -88,15 +90,18 @@ class Writer:
     """Starts saving `step`; False (and nothing saved) if it was saved already."""
     if step == self._last or step in self._manager.all_steps():
       return False
-    self._manager.save(int(step), args=_save_args(items, meta), force=True)
+    with timing.phase("checkpoints"):  # the copy off the devices; the writing is not waited on
+      self._manager.save(int(step), args=_save_args(items, meta), force=True)
     self._last = step
     return True
 
   def wait(self) -> None:
-    self._manager.wait_until_finished()
+    with timing.phase("checkpoints"):
+      self._manager.wait_until_finished()
 
   def close(self) -> None:
-    self._manager.close()  # waits for the saves under way
+    with timing.phase("checkpoints"):
+      self._manager.close()  # waits for the saves under way
 
   def __enter__(self) -> "Writer":
     return self
@@ -161,7 +166,7 @@ def restore(directory: epath.PathLike, step: int,
           for name, tree in abstract_items.items()}
   args[META] = ocp.args.JsonRestore()
   try:
-    with _manager(directory, create=False) as manager:
+    with timing.phase("checkpoints"), _manager(directory, create=False) as manager:
       restored = manager.restore(int(step), args=ocp.args.Composite(**args))
   except _MACHINE_ERRORS:
     raise

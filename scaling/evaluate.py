@@ -12,6 +12,7 @@ import numpy as np
 from scaling import grid
 from scaling import inputs
 from scaling import metrics
+from scaling import timing
 from scaling import train
 
 
@@ -19,9 +20,13 @@ def translation(data: inputs.StudyInputs, trainer: train.Trainer, model_state: t
                 pair: str) -> dict:
   """ce (nats per target token), bleu, chrf, decode method and sacrebleu signature."""
   ecfg = data.cfg.eval
-  ce = mean_cross_entropy(trainer, model_state, data.eval_batches(pair, ecfg))
-  hypotheses, references = translate(data, trainer, model_state, pair)
-  return dict(ce=ce, **metrics.translation_scores(hypotheses, references), decode=ecfg.decode,
+  with timing.phase("evaluation"):
+    ce = mean_cross_entropy(trainer, model_state, data.eval_batches(pair, ecfg))
+  with timing.phase("decoding"):
+    hypotheses, references = translate(data, trainer, model_state, pair)
+  with timing.phase("evaluation"):
+    scores = metrics.translation_scores(hypotheses, references)
+  return dict(ce=ce, **scores, decode=ecfg.decode,
               example=(hypotheses[0], references[0]))
 
 
@@ -29,8 +34,9 @@ def language_model(data: inputs.StudyInputs, trainer: train.Trainer,
                    model_state: train.ModelState, training: grid.TrainingData) -> dict:
   """Held-out loss: the share-weighted mean over the mixture's tasks of each task's
   per-token cross-entropy, and the same in bits."""
-  loss = sum(share * mean_cross_entropy(trainer, model_state, batches)
-             for share, batches in data.lm_eval_sets(training))
+  with timing.phase("evaluation"):
+    loss = sum(share * mean_cross_entropy(trainer, model_state, batches)
+               for share, batches in data.lm_eval_sets(training))
   return dict(loss=loss, bits_per_token=loss / math.log(2))
 
 
@@ -38,7 +44,7 @@ def mean_cross_entropy(trainer: train.Trainer, model_state: train.ModelState,
                        batches: Iterable[train.Batch]) -> float:
   """Token-level cross-entropy (nats per target token) over all batches."""
   total, count = 0.0, 0.0
-  for batch in batches:
+  for batch in timing.timed_iterator(iter(batches)):
     t, n = trainer.nll(model_state, batch)
     total, count = total + t, count + n
   if count == 0:

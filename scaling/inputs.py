@@ -10,6 +10,7 @@ import dataclasses
 import functools
 import itertools
 import math
+import threading
 from collections.abc import Iterator
 
 import ml_collections
@@ -45,15 +46,40 @@ class InputShards:
   count: int
 
   def batches(self, task_or_mixture: str, section, batch_size: int, seed: int,
-              lm: bool = False) -> Iterator[dict]:
+              lm: bool = False) -> "Batches":
     rows = batch_size // self.count
-    streams = [tasks.get_batches(task_or_mixture, "train", section.input_length,
-                                 section.target_length, rows, seed=seed, shuffle=True,
-                                 repeat=True, lm=lm, shard_info=seqio.ShardInfo(i, self.count))
-               for i in self.ids]
-    while True:
-      parts = [next(stream) for stream in streams]
-      yield {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
+    return Batches([tasks.get_batches(task_or_mixture, "train", section.input_length,
+                                      section.target_length, rows, seed=seed, shuffle=True,
+                                      repeat=True, lm=lm,
+                                      shard_info=seqio.ShardInfo(i, self.count))
+                    for i in self.ids])
+
+
+class Batches:
+  """A training stage's endless global batches: the rows of this process's input shards,
+  one tf.data stream each, side by side. Close it when the stage is done: the streams
+  are let go on a background thread, because tearing down a tf.data iterator mid-stream
+  (its prefetch and shuffle threads) at times blocks for seconds."""
+
+  def __init__(self, streams: list[Iterator[dict]]):
+    self._streams = streams
+
+  def __iter__(self) -> "Batches":
+    return self
+
+  def __next__(self) -> dict:
+    parts = [next(stream) for stream in self._streams]
+    return {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
+
+  def close(self) -> None:
+    streams, self._streams = self._streams, []
+    threading.Thread(target=streams.clear, name="release-input", daemon=True).start()
+
+  def __enter__(self) -> "Batches":
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
 
 
 @dataclasses.dataclass
@@ -63,7 +89,7 @@ class FinetuneSubset:
   n_tokens: int                  # input + target tokens of the subset (D_f as realised)
   section: ml_collections.ConfigDict
 
-  def batches(self, batch_size: int, seed: int, shards: InputShards) -> Iterator[dict]:
+  def batches(self, batch_size: int, seed: int, shards: InputShards) -> Batches:
     return shards.batches(self.task, self.section, batch_size, seed)
 
 
@@ -73,6 +99,8 @@ class StudyInputs:
   vocab: object                  # seqio.SentencePieceVocabulary
   training: dict[str, list[str]]   # language or pair -> its training tasks (by objective)
   translate_tasks: dict[str, str]  # 'src-tgt' -> seqio task name (finetune / eval data)
+  # Evaluation sets, read once: every evaluation of a grid reads the same ones.
+  _held: dict = dataclasses.field(default_factory=dict, repr=False)
 
   @classmethod
   def build(cls, cfg: ml_collections.ConfigDict, workdir: epath.Path) -> "StudyInputs":
@@ -122,25 +150,31 @@ class StudyInputs:
         f"{self.cfg.name}_{_sanitize(data.label)}_{grid.stable_hash(rates, 8)}", rates)
 
   def train_batches(self, data: grid.TrainingData, seed: int,
-                    shards: InputShards) -> Iterator[dict]:
+                    shards: InputShards) -> Batches:
     """This process's rows of the training run's global batches."""
     section = self.cfg.pretrain
     return shards.batches(self.training_mixture(data), section, section.batch_size, seed,
                           lm=self.lm)
 
-  def lm_eval_sets(self, data: grid.TrainingData) -> list[tuple[float, Iterator[dict]]]:
+  def _once(self, key: tuple, read):
+    if key not in self._held:
+      self._held[key] = read()
+    return self._held[key]
+
+  def lm_eval_sets(self, data: grid.TrainingData) -> list[tuple[float, list[dict]]]:
     """(share, batches) of each task of the training mixture, on the held-out split:
     the LM loss is the share-weighted mean of their per-token losses."""
+    ecfg = self.cfg.eval
+    return [(share / len(self.training[name]),
+             self._once(("lm", task, ecfg.lm_split), lambda task=task: self._lm_eval_batches(task)))
+            for name, share in data.rates for task in self.training[name]]
+
+  def _lm_eval_batches(self, task: str) -> list[dict]:
     ecfg, section = self.cfg.eval, self.cfg.pretrain
-    sets = []
-    for name, share in data.rates:
-      for task in self.training[name]:
-        batches = tasks.get_batches(task, ecfg.lm_split, section.input_length,
-                                    section.target_length, ecfg.batch_size, seed=0,
-                                    shuffle=False, repeat=False, lm=True)
-        sets.append((share / len(self.training[name]),
-                     itertools.islice(batches, ecfg.lm_max_batches)))
-    return sets
+    batches = tasks.get_batches(task, ecfg.lm_split, section.input_length,
+                                section.target_length, ecfg.batch_size, seed=0,
+                                shuffle=False, repeat=False, lm=True)
+    return list(itertools.islice(batches, ecfg.lm_max_batches))
 
   def finetune_subset(self, pair: str, d_f: int, section: ml_collections.ConfigDict) -> FinetuneSubset:
     """The first examples of the pair's training stream that hold D_f tokens."""
@@ -148,18 +182,20 @@ class StudyInputs:
     n_examples, n_tokens = _examples_for_tokens(task, int(d_f))
     return FinetuneSubset(tasks.register_subset(task, n_examples), n_examples, n_tokens, section)
 
-  def eval_batches(self, pair: str, ecfg: ml_collections.ConfigDict) -> Iterator[dict]:
+  def eval_batches(self, pair: str, ecfg: ml_collections.ConfigDict) -> list[dict]:
+    return self._once(("eval", pair, _key(ecfg)), lambda: self._eval_batches(pair, ecfg))
+
+  def _eval_batches(self, pair: str, ecfg: ml_collections.ConfigDict) -> list[dict]:
     section = config_lib.translation_section(self.cfg)
     batches = tasks.get_batches(self.translate_task(pair), ecfg.split, section.input_length,
                                 section.target_length, ecfg.batch_size, seed=0,
                                 shuffle=False, repeat=False)
-    limit = math.ceil(ecfg.max_examples / ecfg.batch_size)
-    for i, batch in enumerate(batches):
-      if i == limit:
-        return
-      yield batch
+    return list(itertools.islice(batches, math.ceil(ecfg.max_examples / ecfg.batch_size)))
 
   def eval_examples(self, pair: str, ecfg: ml_collections.ConfigDict) -> EvalSet:
+    return self._once(("examples", pair, _key(ecfg)), lambda: self._eval_examples(pair, ecfg))
+
+  def _eval_examples(self, pair: str, ecfg: ml_collections.ConfigDict) -> EvalSet:
     examples = tasks.get_eval_examples(self.translate_task(pair), ecfg.split,
                                        limit=int(ecfg.max_examples))
     length = config_lib.translation_section(self.cfg).input_length
@@ -268,6 +304,10 @@ def _checked(field: str, fn, *args):
 
 def _plain(spec):
   return spec.to_dict() if hasattr(spec, "to_dict") else spec
+
+
+def _key(section: ml_collections.ConfigDict) -> str:
+  return grid.stable_hash(section.to_dict())
 
 
 def _sanitize(label: str) -> str:

@@ -5,7 +5,9 @@
 A driver takes a stage's lease before running it and releases it after the stage completed
 or failed; meanwhile a thread refreshes the lease's heartbeat every few seconds (timeout/4,
 at most 5 s). A lease whose heartbeat is older than the timeout (env SCALING_LEASE_TIMEOUT_S,
-default 60 s) belongs to a driver that died or hung: another driver may take it over.
+default 60 s) belongs to a driver that died or hung: another driver may take it over. So
+does a lease whose owner ran on this host and whose process is gone (a driver killed, then
+started again, takes its stages back at once instead of after the timeout).
 
 Local and NFS workdirs: the lease is created with O_CREAT|O_EXCL (exactly one creator wins),
 the heartbeat is the file's mtime (futimens on the creator's open descriptor, so a driver
@@ -27,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import pathlib
 import socket
 import threading
 import time
@@ -55,6 +58,21 @@ class Holder:
 
   def __str__(self) -> str:
     return f"{self.owner} (heartbeat {self.age_s:.0f} s ago)"
+
+  @property
+  def gone(self) -> bool:
+    """Whether the owner was a process on this host that no longer runs."""
+    host, _, rest = self.owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+      return False
+    try:
+      os.kill(int(pid), 0)
+    except ProcessLookupError:
+      return True
+    except PermissionError:  # alive, someone else's
+      return False
+    return False
 
 
 class Lease:
@@ -99,9 +117,10 @@ def take(workdir: epath.PathLike, key: str, timeout: float | None = None) -> Lea
     holder = store.holder()
     if holder is None:
       continue
-    if holder.age_s <= timeout:
+    gone = holder.gone
+    if holder.age_s <= timeout and not gone:
       return holder
-    if store.take_over(timeout):
+    if store.take_over(timeout, holder.owner if gone else None):
       return Lease(store, timeout, holder)
   return store.holder() or Holder("unknown", 0.0)
 
@@ -136,14 +155,19 @@ class _LocalStore(_Store):
     except FileNotFoundError:
       return None
 
-  def take_over(self, timeout: float) -> bool:
-    """Moves the stale lease aside and creates ours; False if someone beat us to it."""
+  def take_over(self, timeout: float, gone_owner: str | None = None) -> bool:
+    """Moves the stale lease (or the one of `gone_owner`, a dead process) aside and
+    creates ours; False if someone beat us to it."""
     aside = f"{self.path}.{self.owner.rsplit(':', 1)[1]}.stale"
     try:
       os.rename(self.path, aside)
     except FileNotFoundError:
       return False
-    if time.time() - os.stat(aside).st_mtime <= timeout:  # a fresh one, or it woke: put back
+    if gone_owner is not None:
+      still_stale = self._owner_in(pathlib.Path(aside).read_text()) == gone_owner
+    else:
+      still_stale = time.time() - os.stat(aside).st_mtime > timeout
+    if not still_stale:  # a fresh one, or it woke: put back
       try:
         os.link(aside, self.path)
       except FileExistsError:
@@ -192,7 +216,7 @@ class _ObjectStore(_Store):
     except (ValueError, KeyError, TypeError):
       return Holder("unknown", 0.0)
 
-  def take_over(self, timeout: float) -> bool:
+  def take_over(self, timeout: float, gone_owner: str | None = None) -> bool:
     return self._write_and_confirm()
 
   def beat(self) -> bool:

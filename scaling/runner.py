@@ -35,6 +35,7 @@ from scaling import mesh as mesh_lib
 from scaling import report
 from scaling import results
 from scaling import stages
+from scaling import timing
 from scaling import train
 
 
@@ -45,6 +46,7 @@ class Summary:
   failed: int = 0
   diverged: int = 0   # stages whose training diverged, and the stages after them
   wall_s: float = 0.0
+  seconds: dict[str, float] = dataclasses.field(default_factory=dict)  # by phase (scaling.timing)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,9 +172,20 @@ def _check_input_shards(cfg, sections: list[str]) -> None:
 
 
 def run(cfg: ml_collections.ConfigDict, workdir: epath.PathLike) -> Summary:
-  """Runs (or resumes) the whole study, then writes the fitted-law tables and plots."""
+  """Runs (or resumes) the whole study, then writes the fitted-law tables and plots, and
+  says where the time went."""
+  with timing.measure() as breakdown:
+    summary = _run(cfg, workdir)
+  summary.seconds = dict(breakdown.seconds)
+  if mesh_lib.is_primary():
+    print(breakdown.line(), flush=True)
+  return summary
+
+
+def _run(cfg: ml_collections.ConfigDict, workdir: epath.PathLike) -> Summary:
   start = time.perf_counter()
-  ctx, plan = prepare(cfg, workdir)
+  with timing.phase("start-up"):
+    ctx, plan = prepare(cfg, workdir)
   walk = _Walk(ctx, Summary())
   summary = walk.summary
   ordered = list(_in_order(plan))
@@ -190,7 +203,7 @@ def run(cfg: ml_collections.ConfigDict, workdir: epath.PathLike) -> Summary:
       if pending:
         time.sleep(_poll_s())
   if mesh_lib.is_primary():  # the tables and plots, once (one driver at a time)
-    with _lease_when_free(ctx.workdir, "report"):
+    with _lease_when_free(ctx.workdir, "report"), timing.phase("report"):
       report.write(cfg, ctx.workdir, results.load(ctx.workdir))
   summary.wall_s = time.perf_counter() - start
   print(f"done: {summary.ran} stages ran, {summary.skipped} skipped, {summary.failed} failed, "

@@ -35,6 +35,7 @@ from scaling import mesh as mesh_lib
 from scaling import optim
 from scaling import preemption
 from scaling import results
+from scaling import timing
 from scaling import train
 
 
@@ -131,12 +132,14 @@ def run_train(ctx: Context, stage: grid.Train, label: str, stop_at: int | None =
     state, counters = _resume(ctx, stage, trainer, label)
     # after _resume: it may set some aside
     points = train_missing(ctx.cfg, ctx.workdir, stage, up_to=stop_at)
-    batches = ctx.data.train_batches(stage.data, ctx.cfg.seed, ctx.input_shards(trainer, "pretrain"))
-    _skip(batches, counters.step)
+    with timing.phase("input"):
+      batches = ctx.data.train_batches(stage.data, ctx.cfg.seed,
+                                       ctx.input_shards(trainer, "pretrain"))
+      _skip(batches, counters.step)
     every = checkpoint.Every(int(section.checkpoint_every_steps),
                              float(section.checkpoint_every_minutes))
     horizon = max(stage.D_p)
-    with _TrainSaves(folder, points, every, label) as saves:
+    with batches, _TrainSaves(folder, points, every, label) as saves:
       train.train(trainer, state, batches, counters, until=lambda c: not points,
                   learning_rate=lambda c: _learning_rate(section, c, horizon),
                   progress=ctx.progress(stage, label, "pretrain", total_tokens=max(points)),
@@ -318,13 +321,14 @@ def run_cooldown(ctx: Context, stage: grid.Cooldown, label: str) -> None:
   trainer = ctx.trainer(stage.train, "pretrain")
   branch = max(1, round((1.0 - float(section.cooldown_fraction)) * stage.D_p))
   state, counters = _restore_state(trainer, stage_dir(ctx.workdir, stage.train), branch, label)
-  batches = ctx.data.train_batches(stage.train.data, ctx.cfg.seed,
-                                   ctx.input_shards(trainer, "pretrain"))
-  _skip(batches, counters.step)
+  with timing.phase("input"):
+    batches = ctx.data.train_batches(stage.train.data, ctx.cfg.seed,
+                                     ctx.input_shards(trainer, "pretrain"))
+    _skip(batches, counters.step)
   # Chosen so that WSD's own branch step for this length is the step we branch at.
   total_steps = max(counters.step + 1, round(counters.step / (1.0 - section.cooldown_fraction)))
   step_cfg = train.StepConfig.from_section(section)
-  with preemption.deferred():  # a short stage: preempted, it starts over
+  with preemption.deferred(), batches:  # a short stage: preempted, it starts over
     state = train.train(
         trainer, state, batches, counters, until=lambda c: c.tokens >= stage.D_p,
         learning_rate=lambda c: optim.learning_rate_at(step_cfg, c.step, total_steps),
@@ -348,11 +352,13 @@ def run_finetune(ctx: Context, stage: grid.Finetune, label: str) -> None:
   folder, step = _weights_checkpoint(ctx.workdir, stage.source)
   items, _ = _restore(folder, step, dict(model=trainer.abstract_model_state), label)
   state = trainer.start_from(items["model"])
-  subset = ctx.data.finetune_subset(stage.pair, stage.D_f, section)
-  batches = subset.batches(section.batch_size, ctx.cfg.seed, ctx.input_shards(trainer, "finetune"))
+  with timing.phase("input"):
+    subset = ctx.data.finetune_subset(stage.pair, stage.D_f, section)
+    batches = subset.batches(section.batch_size, ctx.cfg.seed,
+                             ctx.input_shards(trainer, "finetune"))
   counters = train.Counters()
   step_cfg = train.StepConfig.from_section(section)
-  with preemption.deferred():  # a short stage: preempted, it starts over
+  with preemption.deferred(), batches:  # a short stage: preempted, it starts over
     state = train.train(
         trainer, state, batches, counters, until=lambda c: c.step >= section.steps,
         learning_rate=lambda c: optim.learning_rate_at(step_cfg, c.step, section.steps),

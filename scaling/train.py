@@ -27,6 +27,7 @@ from models import sizes as sizes_lib
 from scaling import logs
 from scaling import mesh as mesh_lib
 from scaling import optim
+from scaling import timing
 
 Batch = dict[str, np.ndarray]
 # Batch features by objective: encoder-decoder and prefix-LM batches carry encoder
@@ -388,9 +389,10 @@ def train(trainer: Trainer, state: TrainState, batches: Iterator[Batch], counter
   size = trainer.model_cfg.size
   start = time.perf_counter() - counters.wall_s
   watch = DivergenceWatch(trainer)
-  with progress:
+  with progress, timing.phase("train steps"):
     while not until(counters):
-      batch = next(batches)
+      with timing.phase("input"):
+        batch = next(batches)
       state, metrics = trainer.step(state, batch, learning_rate(counters))
       n, f = global_batch_tokens(batch), batch_flops(size, batch)
       counters.step, counters.tokens, counters.flops = counters.step + 1, counters.tokens + n, counters.flops + f

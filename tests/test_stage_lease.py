@@ -55,6 +55,29 @@ def test_stale_lease_is_taken_over(tmp_path):
   assert not list(lease_lib.folder(tmp_path).iterdir())
 
 
+def test_the_lease_of_a_killed_process_on_this_host_is_taken_at_once(tmp_path):
+  killed = subprocess.run(
+      [sys.executable, "-c", "import sys; from scaling import lease; "
+       "l = lease.take(sys.argv[1], 'stage'); print(l.store.owner)", str(tmp_path)],
+      capture_output=True, text=True, check=True).stdout.strip()  # exits holding it
+  holder = lease_lib.take(tmp_path, "stage", timeout=3600)
+  assert isinstance(holder, lease_lib.Lease) and holder.took_over.owner == killed
+  holder.release()
+
+
+def test_a_live_process_keeps_its_lease(tmp_path):
+  with subprocess.Popen(
+      [sys.executable, "-c", "import sys, time; from scaling import lease; "
+       "l = lease.take(sys.argv[1], 'stage'); print('held', flush=True); time.sleep(60)",
+       str(tmp_path)], stdout=subprocess.PIPE, text=True) as live:
+    try:
+      assert live.stdout.readline().strip() == "held"
+      assert isinstance(lease_lib.take(tmp_path, "stage", timeout=3600), lease_lib.Holder)
+    finally:
+      live.kill()
+  assert isinstance(lease_lib.take(tmp_path, "stage", timeout=3600), lease_lib.Lease)
+
+
 def test_release_frees_the_stage_at_once(tmp_path):
   _take(tmp_path).release()
   assert not (lease_lib.folder(tmp_path) / "stage.json").exists()

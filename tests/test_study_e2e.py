@@ -51,6 +51,16 @@ def test_study_runs_every_stage(study):
     assert curve["flops"].is_monotonic_increasing
 
 
+def test_the_run_says_where_its_time_went(study):
+  _, summary = study
+  phases = {"start-up", "compile", "input", "train steps", "checkpoints", "evaluation",
+            "decoding", "report"}
+  assert phases <= set(summary.seconds)
+  assert all(summary.seconds[name] > 0 for name in phases)
+  # the phases partition the run: nothing counted twice, little left over
+  assert sum(summary.seconds.values()) == pytest.approx(summary.wall_s, rel=0.05, abs=1.0)
+
+
 def test_outputs_written(study):
   workdir, _ = study
   for name in ("fits.md", "fits.tex", "fits.csv"):

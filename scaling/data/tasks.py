@@ -343,10 +343,13 @@ def register_subset(task_name: str, num_examples: int, split: str = "train") -> 
   if _known(name, description):
     return name
   base, subset_split = task.source, split
+  held: list[tf.data.Dataset] = []  # the subset, read once
 
   def dataset_fn(split, shuffle_files, seed=None):
     if split == subset_split:  # unshuffled: the same first examples every time
-      return base.get_dataset(split=split, shuffle=False).take(num_examples)
+      if not held:
+        held.append(_in_memory(base.get_dataset(split=split, shuffle=False).take(num_examples)))
+      return held[0]
     return base.get_dataset(split=split, shuffle=shuffle_files, seed=seed)
 
   sizes = {s: (num_examples if s == split else _input_size(base, s)) for s in task.splits}
@@ -358,6 +361,24 @@ def register_subset(task_name: str, num_examples: int, split: str = "train") -> 
   for endless_split in {s for t, s in _ENDLESS if t == task_name} - {split}:
     _ENDLESS.add((name, endless_split))
   return name
+
+
+def _in_memory(dataset: tf.data.Dataset) -> tf.data.Dataset:
+  """The same elements, held in memory. Each epoch of a finetune (and each finetune of a
+  grid) then re-reads memory, not the source: a generator-backed source (the synthetic
+  world) would regenerate them in Python, and its iterator can take seconds to tear down.
+  Elements whose features vary in shape stay as they were."""
+  examples = list(dataset.as_numpy_iterator())
+  if not examples:
+    return dataset
+  try:
+    columns = {key: np.stack([example[key] for example in examples]) for key in examples[0]}
+    held = tf.data.Dataset.from_tensor_slices(columns)
+  except (TypeError, ValueError):  # ragged features: the source as it is
+    return dataset
+  if held.element_spec != dataset.element_spec:
+    return dataset
+  return held
 
 
 def _input_size(source, split) -> Optional[int]:
