@@ -173,6 +173,17 @@ def test_subset_repeats_the_first_examples(names, voc):
   assert len(tasks.get_eval_examples(subset, "test")) == CFG.test_size
 
 
+def test_a_large_subset_streams_the_same_examples(names, monkeypatch):
+  monkeypatch.setattr(tasks, "_IN_MEMORY_EXAMPLES", 5)  # 11 examples: past the limit
+  base = tasks.translate_task_name(CFG, "xa", "ya", "fiction")
+  subset = tasks.register_subset(base, 11)
+  source = seqio.get_mixture_or_task(subset).source.get_dataset(split="train", shuffle=False)
+  assert "TensorSlice" not in type(source).__name__  # read from the source, not held
+  expected = [f"translate xa to ya: {s}" for s, _ in itertools.islice(
+      synthetic.World(CFG).parallel("xa", "ya", "fiction", "train"), 11)]
+  assert [e["inputs"] for e in tasks.get_eval_examples(subset, "train")] == expected
+
+
 @pytest.mark.parametrize("call, message", [
     (lambda: tasks.get_batches("synth_nope", "train", 8, 8, 2, seed=0), "'synth_nope'"),
     (lambda: tasks.get_batches(tasks.pretrain_task_name(CFG, "xa", "news"), "dev", 8, 8, 2,

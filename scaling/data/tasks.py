@@ -47,6 +47,9 @@ _SYNTHETIC_SHUFFLE_BUFFER = 128
 # Strings per tf.data element when streaming the synthetic train split (amortises
 # the Python -> TF hand-off).
 _GENERATOR_CHUNK = 256
+# Finetuning subsets up to this many examples are held in memory (tens of MB of text);
+# larger ones (Isik et al.'s D_f reach billions of tokens) are streamed from the source.
+_IN_MEMORY_EXAMPLES = 200_000
 # name -> a description of what was registered, for idempotent re-registration.
 _REGISTERED: dict[str, tuple] = {}
 # (task name, split) pairs that never end; get_eval_examples needs a limit there.
@@ -343,12 +346,15 @@ def register_subset(task_name: str, num_examples: int, split: str = "train") -> 
   if _known(name, description):
     return name
   base, subset_split = task.source, split
-  held: list[tf.data.Dataset] = []  # the subset, read once
+  held: list[tf.data.Dataset] = []  # a small subset, read once
 
   def dataset_fn(split, shuffle_files, seed=None):
     if split == subset_split:  # unshuffled: the same first examples every time
+      subset = base.get_dataset(split=split, shuffle=False).take(num_examples)
+      if num_examples > _IN_MEMORY_EXAMPLES:  # a paper-scale D_f: streamed, as it is
+        return subset
       if not held:
-        held.append(_in_memory(base.get_dataset(split=split, shuffle=False).take(num_examples)))
+        held.append(_in_memory(subset))
       return held[0]
     return base.get_dataset(split=split, shuffle=shuffle_files, seed=seed)
 
