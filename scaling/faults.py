@@ -6,13 +6,12 @@ with the same rows as a study never interrupted.
 
 First the study runs uninterrupted in <workdir>/reference. Then each trial starts it
 afresh in <workdir>/trial_<i>, kills it (SIGKILL: no handler runs, no file is closed)
-at a moment drawn uniformly from the reference run's span (less its compiling: the
-trials share its XLA cache), runs the same command again
-to completion, and compares the results rows with the reference's: every column but
-wall-clock time must be equal (floats bit for bit), and fits.csv byte for byte. A kill
-that would land after the run ended is drawn again from the shorter span. Each trial
-says where the kill landed and how the re-run resumed. All runs share one XLA cache.
-Exit status 0 when every trial matches.
+at a moment drawn uniformly from the reference run's span (less its compiling: all runs
+share one XLA cache), runs the same command again to completion, and compares the results
+rows with the reference's: every column but wall-clock time must be equal (floats bit for
+bit), and fits.csv byte for byte. A kill that would land after the run ended is drawn
+again from the shorter span. Each trial says where the kill landed and how the re-run
+resumed. Exit status 0 when every trial matches.
 """
 from __future__ import annotations
 
