@@ -11,6 +11,7 @@
   bench   models                                   print model throughput / MFU figures
   bench   memory                                   per-device memory of the T5-3B train step
   bench   cache                                    stage start-up with a cold / warm XLA cache
+  bench   finetunes                                finetunes trained together vs one at a time
 
 Exit status of `run`: 0 all stages done; 1 some stage failed (the rest ran; re-run to
 retry it); 2 config error (with --executor ray also: no Ray cluster at --address, or no
@@ -119,7 +120,11 @@ def _bench(what: str) -> int:
   if what == "cache":
     from scaling import bench_cache
     return bench_cache.main([])
-  print(f"unknown benchmark {what!r} (known: models, fits, memory, cache)", file=sys.stderr)
+  if what == "finetunes":
+    from scaling import bench_finetunes
+    return bench_finetunes.main([])
+  print(f"unknown benchmark {what!r} (known: models, fits, memory, cache, finetunes)",
+        file=sys.stderr)
   return 2
 
 
@@ -151,7 +156,7 @@ def _parser() -> argparse.ArgumentParser:
   table = sub.add_parser("table")
   table.add_argument("--workdir", required=True)
   bench = sub.add_parser("bench")
-  bench.add_argument("what", choices=["models", "fits", "memory", "cache"])
+  bench.add_argument("what", choices=["models", "fits", "memory", "cache", "finetunes"])
   return parser
 
 

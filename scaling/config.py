@@ -99,8 +99,11 @@ def base_config() -> ml_collections.ConfigDict:
       # little (0 = off; both may be set). They change no result.
       checkpoint_every_steps=0, checkpoint_every_minutes=30.0)
   # Translation finetuning from the checkpoint at each D_p (prefix LM for decoder-only).
+  # `together`: up to this many finetunes of one model shape, pair and D_f whose weights
+  # are ready train together as one vmapped program (the local executor; Ray runs each
+  # finetune as its own task, as soon as its checkpoint is saved).
   cfg.finetune = _training_section(input_length=48, target_length=48, steps=300,
-                                   warmup_steps=0, schedule="constant")
+                                   warmup_steps=0, schedule="constant", together=1)
   cfg.eval = dict(split="test", max_examples=500, batch_size=100, max_decode_length=48,
                   decode="greedy",
                   lm_split="validation",  # held-out split for LM loss
@@ -185,6 +188,9 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
   if finetunes(cfg):
     _check_training("finetune", cfg.finetune)
     _check_positive("finetune.steps", [cfg.finetune.steps])
+    if not isinstance(cfg.finetune.together, int) or cfg.finetune.together < 1:
+      raise ConfigError(f"finetune.together must be an int >= 1 (finetunes trained "
+                        f"together), got {cfg.finetune.together!r}")
   _check_eval(cfg.eval)
   _check_resources(cfg.resources)
   for name in cfg.grid.size:

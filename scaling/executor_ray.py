@@ -142,6 +142,11 @@ def _check_before_compute(cfg: ml_collections.ConfigDict, plan: grid.Plan,
                           workdir: epath.Path, kinds: set[str]) -> None:
   """What `runner.prepare` checks, here: the mesh on the devices each stage kind will
   get (where the config says), the data's names; the vocabulary is trained once, here."""
+  if plan.finetunes and cfg.finetune.together > 1:
+    raise config_lib.ConfigError(
+        f"finetune.together={cfg.finetune.together}: the Ray executor runs each finetune "
+        "as its own task, as soon as its checkpoint is saved; set finetune.together=1 "
+        "(groups are the local executor's)")
   workdir.mkdir(parents=True, exist_ok=True)
   runner.use_compilation_cache(workdir)  # the fits compile here
   for n_devices in sorted({n for kind in kinds if (n := _devices(cfg, kind)) is not None}):

@@ -215,6 +215,8 @@ def _section_fields(section: ml_collections.ConfigDict) -> dict:
   del fields["log_every"]  # how often to print changes no result
   for name in ("checkpoint_every_steps", "checkpoint_every_minutes"):  # nor how often to save
     fields.pop(name, None)
+  if fields.get("together") == 1:  # in groups, a finetune differs by float rounding
+    del fields["together"]
   return fields
 
 

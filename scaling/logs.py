@@ -24,7 +24,7 @@ import math
 import socket
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
 import jax
@@ -182,8 +182,10 @@ class Progress:
   def __init__(self, label: str, every: int, *, folder: epath.Path | None = None,
                total_steps: int | None = None, total_tokens: int | None = None,
                peak_flops: float | None = None, show: bool = True,
-               interactive: bool | None = None):
+               interactive: bool | None = None,
+               select: Callable[[dict], dict] | None = None):
     self.label, self.every, self.show = label, every, show
+    self.select = select  # the metrics to record, from those fetched (a group member's)
     self.total_steps, self.total_tokens = total_steps, total_tokens
     self.throughput = Throughput(peak_flops)
     self.interactive = show and (on_terminal() if interactive is None else interactive)
@@ -246,7 +248,8 @@ class Progress:
   def _record(self) -> None:
     counters, metrics = self._last
     self._last = None
-    values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+    fetched = jax.device_get(metrics)
+    values = {k: float(v) for k, v in (self.select or dict)(fetched).items()}
     record = dict(step=counters.step, tokens=counters.tokens, wall_s=counters.wall_s,
                   **values, **self.throughput.read())
     self._latest = record
@@ -256,6 +259,55 @@ class Progress:
       self._bar.set_postfix_str(_short(record), refresh=False)
     elif self.show:
       print(f"{self.label}  {_line(record, self.total_steps)}{self._eta.text()}", flush=True)
+
+
+class GroupProgress:
+  """The progress of a train.TrainerGroup: each member's records in its own folder (its
+  metrics are its slice of the group's), and one line or bar for the group, with the
+  group's throughput and its members' mean metrics. Used as a Progress is."""
+
+  def __init__(self, shown: Progress, members: list[Progress]):
+    self.shown, self.members = shown, members
+
+  @classmethod
+  def build(cls, label: str, every: int, folders: list[epath.Path | None], *,
+            show: bool = True, **kwargs) -> "GroupProgress":
+    members = [Progress(label, every, folder=folder, show=False, select=_member(i), **kwargs)
+               for i, folder in enumerate(folders)]
+    shown = Progress(label, every, show=show, select=_mean, **kwargs)
+    return cls(shown, members)
+
+  def due(self, step: int) -> bool:
+    return self.shown.due(step)
+
+  def update(self, counters, metrics: dict, tokens: int, flops: float) -> None:
+    """`tokens` and `flops` are one member's."""
+    for member in self.members:
+      member.update(counters, metrics, tokens, flops)
+    n = len(self.members)
+    self.shown.update(counters, metrics, tokens * n, flops * n)
+
+  def close(self) -> None:
+    try:
+      for member in self.members:
+        member.close()
+    finally:
+      self.shown.close()
+
+  def __enter__(self) -> "GroupProgress":
+    return self
+
+  def __exit__(self, exc_type, *exc_info) -> None:
+    for progress in (*self.members, self.shown):
+      progress.__exit__(exc_type, *exc_info)
+
+
+def _member(i: int) -> Callable[[dict], dict]:
+  return lambda fetched: {k: v[i] for k, v in fetched.items()}
+
+
+def _mean(fetched: dict) -> dict:
+  return {k: v.mean() for k, v in fetched.items()}
 
 
 def _rates(record: dict) -> str:

@@ -186,9 +186,9 @@ def _run(cfg: ml_collections.ConfigDict, workdir: epath.PathLike) -> Summary:
   start = time.perf_counter()
   with timing.phase("start-up"):
     ctx, plan = prepare(cfg, workdir)
-  walk = _Walk(ctx, Summary())
-  summary = walk.summary
   ordered = list(_in_order(plan))
+  walk = _Walk(ctx, Summary(), ordered)
+  summary = walk.summary
   pending = list(enumerate(ordered, start=1))
   with logs.bars_above_prints(), _grid_bar(len(ordered)) as grid_bar:
     while pending:
@@ -221,14 +221,24 @@ class _Walk:
   """One driver's pass over the stages: what ran, what stopped, what waits on others."""
   ctx: stages.Context
   summary: Summary
+  ordered: list = dataclasses.field(default_factory=list)  # every stage, in running order
   stopped: dict[str, _Stopped] = dataclasses.field(default_factory=dict)  # key -> why
   waiting: set[str] = dataclasses.field(default_factory=set)  # keys left for a later pass
   said: dict[str, str] = dataclasses.field(default_factory=dict)  # key -> wait last printed
+  settled: set[str] = dataclasses.field(default_factory=set)  # trained with an earlier stage
+
+  def __post_init__(self):
+    together = int(self.ctx.cfg.finetune.get("together", 1))
+    finetunes = [s for s in self.ordered if isinstance(s, grid.Finetune)]
+    self.groups = {s.key: group for group in stages.finetune_groups(finetunes, together)
+                   for s in group}  # key -> its group
 
   def visit(self, stage, label: str) -> bool:
     """Settles a stage (ran, skipped or stopped): True; False while another driver holds
     its lease or its upstream's."""
     kind, upstream = KINDS[type(stage)], _upstream(stage)
+    if stage.key in self.settled:
+      return True
     if upstream is not None and upstream.key in self.stopped:
       self.stopped[stage.key] = self.stopped[upstream.key]
       _stop_without_running(self.ctx, stage, label, self.summary, self.stopped[stage.key])
@@ -241,23 +251,84 @@ class _Walk:
       return False
     else:
       with lease:  # released once the stage completed or failed
-        self._run(kind, stage, label)
+        if isinstance(stage, grid.Finetune) and self.ctx.cfg.finetune.together > 1:
+          self._run_together(stage, label)
+        else:
+          self._run(kind, stage, label)
     return True
 
-  def _take_lease(self, stage, label: str):
+  def _run_together(self, stage: grid.Finetune, label: str) -> None:
+    """The finetune's fixed group (stages.finetune_groups), trained as one program: the
+    members this driver can train now (weights saved, not complete, leased here) are
+    saved; the other slots only keep the group's size."""
+    if self._complete(stage):
+      self._skip(label)
+      return
+    group = self.groups[stage.key]
+    with contextlib.ExitStack() as leases:
+      slots = [other if other is stage or self._trains_here(other, leases) else None
+               for other in group]
+      members = [s for s in slots if s is not None]
+      self._settle_group(stage, members, _attempt_together(
+          f"{label}  ({self._group_text(stage, slots)})", self.ctx, slots))
+
+  def _group_text(self, stage: grid.Finetune, slots: list) -> str:
+    others = " ".join(self._index(s) for s in slots if s is not None and s is not stage)
+    idle = sum(s is None for s in slots)
+    return (f"{'with ' + others + ': ' if others else ''}{len(slots)} finetunes together"
+            f"{f', {idle} of them kept only for the size' if idle else ''}")
+
+  def _trains_here(self, other: grid.Finetune, leases: contextlib.ExitStack) -> bool:
+    """Whether this driver trains `other` in its group now: its weights are saved, it is
+    neither complete nor settled, and its lease is taken (kept in `leases`)."""
+    if (other.key in self.settled or _upstream(other).key in self.stopped
+        or not mesh_lib.agreed(stages.finetune_source_saved(self.ctx.workdir, other))
+        or self._complete(other)):
+      return False
+    lease = self._take_lease(other, self._index(other), quiet=True)
+    if lease is not None:
+      leases.enter_context(lease)
+    return lease is not None
+
+  def _settle_group(self, visited: grid.Finetune, members: list,
+                    outcome: dict[str, Exception | None]) -> None:
+    self.settled.update(s.key for s in members if s is not visited)
+    for stage in members:
+      error = outcome[stage.key]
+      if error is None:
+        self.summary.ran += 1
+        continue
+      self.stopped[stage.key] = _Stopped("finetune", error)
+      if isinstance(error, train.Diverged):
+        self.summary.diverged += 1
+        print(f"{self._index(stage)} finetune {_where(stage)}  DIVERGED: {error}", flush=True)
+      else:
+        self.summary.failed += 1
+
+  def _index(self, stage) -> str:
+    return f"[{self.ordered.index(stage) + 1}/{len(self.ordered)}]"
+
+  def _complete(self, stage) -> bool:
+    return mesh_lib.agreed(KINDS[type(stage)].complete(self.ctx, stage))
+
+  def _take_lease(self, stage, label: str, quiet: bool = False):
     """This driver's lease on the stage (process 0 takes it, every process agrees), or None
-    while a live driver elsewhere holds it."""
+    while a live driver elsewhere holds it (said once per holder, unless `quiet`)."""
     taken = lease_lib.take(self.ctx.workdir, stage.key) if mesh_lib.is_primary() else None
     if not mesh_lib.agreed(not isinstance(taken, lease_lib.Holder)):
-      if isinstance(taken, lease_lib.Holder):
-        self._say_wait(stage.key, label, f"waits on the lease of {taken.owner}",
-                       f"heartbeat {taken.age_s:.0f} s ago")
-      else:
-        self._say_wait(stage.key, label, "waits on another driver's lease")
+      if not quiet:
+        self._say_lease_wait(stage.key, label, taken)
       return None
     if isinstance(taken, lease_lib.Lease) and taken.took_over:
       print(f"{label}  (takes over the stale lease of {taken.took_over})", flush=True)
     return taken or contextlib.nullcontext()
+
+  def _say_lease_wait(self, key: str, label: str, taken) -> None:
+    if isinstance(taken, lease_lib.Holder):
+      self._say_wait(key, label, f"waits on the lease of {taken.owner}",
+                     f"heartbeat {taken.age_s:.0f} s ago")
+    else:
+      self._say_wait(key, label, "waits on another driver's lease")
 
   def _run(self, kind: StageKind, stage, label: str) -> None:
     # another driver may have completed it between the check and the lease
@@ -345,6 +416,21 @@ def _attempt(label: str, summary: Summary, fn, *args) -> Exception | None:
     return e
   summary.ran += 1
   return None
+
+
+def _attempt_together(label: str, ctx: stages.Context,
+                      slots: list) -> dict[str, Exception | None]:
+  """Runs a group of finetunes; what stopped each member (None: it completed)."""
+  members = [stage for stage in slots if stage is not None]
+  print(label, flush=True)
+  try:
+    diverged = stages.run_finetunes(ctx, slots, label)
+  except (KeyboardInterrupt, SystemExit):
+    raise
+  except Exception as e:  # noqa: BLE001  every member failed with it
+    print(f"{label}  FAILED\n{traceback.format_exc()}", flush=True)
+    return {stage.key: e for stage in members}
+  return {stage.key: diverged.get(stage.key) for stage in members}
 
 
 def _stop_without_running(ctx: stages.Context, stage, label: str, summary: Summary,

@@ -344,29 +344,110 @@ def finetune_complete(workdir: epath.Path, stage: grid.Finetune) -> bool:
   return bool(checkpoint.steps(stage_dir(workdir, stage)))
 
 
+def finetune_source_saved(workdir: epath.Path, stage: grid.Finetune) -> bool:
+  """Whether the weights the finetune starts from are saved."""
+  folder, step = _weights_checkpoint(workdir, stage.source)
+  return step in checkpoint.steps(folder)
+
+
 def run_finetune(ctx: Context, stage: grid.Finetune, label: str) -> None:
   """Starts from the weights at D_p; trains `finetune.steps` updates on D_f tokens of
   the pair (a prefix LM for decoder-only models)."""
   section = ctx.cfg.finetune
   trainer = ctx.trainer(stage.source.train, "finetune")
+  state = trainer.start_from(_finetune_source(ctx, stage, trainer, label))
+  subset, batches = _finetune_batches(ctx, stage, trainer)
+  counters = train.Counters()
+  with preemption.deferred(), batches:  # a short stage: preempted, it starts over
+    state = train.train(
+        trainer, state, batches, counters, **_finetune_loop(section, label),
+        progress=ctx.progress(stage, label, "finetune", total_steps=section.steps))
+    checkpoint.save(stage_dir(ctx.workdir, stage), section.steps, dict(model=state.model),
+                    _finetune_meta(counters, subset))
+
+
+def together_key(stage: grid.Finetune) -> tuple:
+  """Finetunes with equal keys can train together (`run_finetunes`): one model shape,
+  one pair and D_f, so one data stream; they differ in their starting weights only."""
+  train_stage = stage.source.train
+  return (train_stage.size, train_stage.objective, stage.pair, stage.D_f)
+
+
+def finetune_groups(finetunes: list[grid.Finetune], together: int) -> list[list[grid.Finetune]]:
+  """The finetunes in fixed groups of up to `together` with equal `together_key`s, in
+  the given order. Fixed, because a member's last bits depend on its group's size: a
+  resumed or shared grid trains each group at the same size as an uninterrupted one."""
+  by_key: dict[tuple, list[grid.Finetune]] = {}
+  for stage in finetunes:
+    by_key.setdefault(together_key(stage), []).append(stage)
+  return [same[i:i + together] for same in by_key.values()
+          for i in range(0, len(same), together)]
+
+
+def run_finetunes(ctx: Context, slots: list[grid.Finetune | None],
+                  label: str) -> dict[str, train.Diverged]:
+  """A group of finetunes (equal `together_key`s) trained together as one vmapped
+  program (train.TrainerGroup) on the batches `run_finetune` would use: each member
+  ends where it would alone, up to float rounding. A None slot (a member trained
+  elsewhere, or that cannot be) holds a copy of the first member's start and keeps the
+  group's size, and so every member's bits; it is neither saved nor logged. Saves every
+  member that did not diverge; returns those that did, by key."""
+  section = ctx.cfg.finetune
+  members = [s for s in slots if s is not None]
+  trainers = train.TrainerGroup(ctx.trainer(members[0].source.train, "finetune"), len(slots))
+  starts = {s.key: _finetune_source(ctx, s, trainers.trainer, label) for s in members}
+  state = trainers.start_from([starts[(s or members[0]).key] for s in slots])
+  subset, batches = _finetune_batches(ctx, members[0], trainers.trainer)
+  counters, watch = train.Counters(), train.MemberWatch(trainers)
+  primary = mesh_lib.is_primary()
+  progress = logs.GroupProgress.build(
+      label, section.log_every,
+      [log_dir(ctx.workdir, s) if primary and s is not None else None for s in slots],
+      show=primary, total_steps=section.steps, peak_flops=ctx.peak_flops)
+  stopped = lambda: {slots[i].key: e for i, e in watch.diverged.items() if slots[i] is not None}
+  with preemption.deferred(), batches:  # a short stage: preempted, it starts over
+    try:
+      state = train.train(trainers, state, batches, counters, **_finetune_loop(section, label),
+                          progress=progress, watch=watch)
+    except train.Diverged:  # every member has: nothing to save
+      return stopped()
+    # each member's share of the group's seconds: the rows' costs add up to the run's
+    meta = dict(_finetune_meta(counters, subset), wall_s=counters.wall_s / len(slots),
+                trained_together=len(slots))
+    for i, stage in enumerate(slots):
+      if stage is not None and i not in watch.diverged:
+        checkpoint.save(stage_dir(ctx.workdir, stage), section.steps,
+                        dict(model=trainers.member(state, i)), meta)
+  return stopped()
+
+
+def _finetune_source(ctx: Context, stage: grid.Finetune, trainer: train.Trainer,
+                     label: str) -> train.ModelState:
   folder, step = _weights_checkpoint(ctx.workdir, stage.source)
   items, _ = _restore(folder, step, dict(model=trainer.abstract_model_state), label)
-  state = trainer.start_from(items["model"])
+  return items["model"]
+
+
+def _finetune_batches(ctx: Context, stage: grid.Finetune, trainer: train.Trainer):
+  section = ctx.cfg.finetune
   with timing.phase("input"):
     subset = ctx.data.finetune_subset(stage.pair, stage.D_f, section)
     batches = subset.batches(section.batch_size, ctx.cfg.seed,
                              ctx.input_shards(trainer, "finetune"))
-  counters = train.Counters()
+  return subset, batches
+
+
+def _finetune_loop(section: ml_collections.ConfigDict, label: str) -> dict:
+  """A finetune's length, schedule, and preemption check (train.train's arguments)."""
   step_cfg = train.StepConfig.from_section(section)
-  with preemption.deferred(), batches:  # a short stage: preempted, it starts over
-    state = train.train(
-        trainer, state, batches, counters, until=lambda c: c.step >= section.steps,
-        learning_rate=lambda c: optim.learning_rate_at(step_cfg, c.step, section.steps),
-        progress=ctx.progress(stage, label, "finetune", total_steps=section.steps),
-        on_step=lambda s, c: preemption.stop_if_reached(c.step, label))
-    checkpoint.save(stage_dir(ctx.workdir, stage), section.steps, dict(model=state.model),
-                    dict(dataclasses.asdict(counters), examples=subset.n_examples,
-                         subset_tokens=subset.n_tokens))
+  return dict(until=lambda c: c.step >= section.steps,
+              learning_rate=lambda c: optim.learning_rate_at(step_cfg, c.step, section.steps),
+              on_step=lambda s, c: preemption.stop_if_reached(c.step, label))
+
+
+def _finetune_meta(counters: train.Counters, subset) -> dict:
+  return dict(dataclasses.asdict(counters), examples=subset.n_examples,
+              subset_tokens=subset.n_tokens)
 
 
 # ---------------------------------------------------------------- evaluate

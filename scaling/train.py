@@ -256,6 +256,61 @@ class Trainer:
             for k, v in local_batch.items() if k in _FEATURES}
 
 
+class TrainerGroup:
+  """`size` models of one shape trained together as one vmapped program: their states
+  are stacked on a new leading axis (replicated along it, each member sharded as the
+  trainer shards one model), and every update applies one shared batch at one shared
+  learning rate to all of them. Each member's update is the trainer's own step, so a
+  member trains as it would alone; what it buys is one program launch per step for all
+  (finetunes of one pretraining run's checkpoints use a large accelerator, or a CPU's
+  cores, far better together than one after the other)."""
+
+  def __init__(self, trainer: Trainer, size: int):
+    self.trainer, self.size, self.model_cfg = trainer, size, trainer.model_cfg
+    state_sharding = jax.tree.map(_stacked, trainer.state_sharding)
+    self._start_from = jax.jit(
+        lambda states: jax.vmap(trainer._start_from_fn)(_stack(states)),
+        out_shardings=state_sharding)
+    self._step = jax.jit(jax.vmap(trainer._step_fn, in_axes=(0, None, None)),
+                         in_shardings=(state_sharding, trainer.batch_sharding, None),
+                         out_shardings=(state_sharding, trainer.replicated),
+                         donate_argnums=0)
+    self._member = jax.jit(lambda state, i: jax.tree.map(lambda x: x[i], state.model),
+                           out_shardings=trainer.model_state_sharding)
+    self._all_finite = jax.jit(jax.vmap(_all_finite), out_shardings=trainer.replicated)
+
+  def start_from(self, model_states: list[ModelState]) -> TrainState:
+    """The stacked train state at step 0 around each member's weights."""
+    if len(model_states) != self.size:
+      raise ValueError(f"{len(model_states)} model states for a group of {self.size}")
+    with mesh_lib.activate(self.trainer.mesh):
+      return self._start_from(list(model_states))
+
+  def step(self, state: TrainState, local_batch: Batch,
+           learning_rate: float) -> tuple[TrainState, dict]:
+    """One update of every member on the same batch; metrics have a leading member axis."""
+    with mesh_lib.activate(self.trainer.mesh):
+      return self._step(state, self.trainer._put_local(local_batch), np.float32(learning_rate))
+
+  def member(self, state: TrainState, i: int) -> ModelState:
+    """Member `i`'s model state, laid out as the trainer lays out one model."""
+    with mesh_lib.activate(self.trainer.mesh):
+      return self._member(state, np.int32(i))
+
+  def members_finite(self, state: TrainState) -> np.ndarray:
+    """Whether each member's parameters are all finite."""
+    with mesh_lib.activate(self.trainer.mesh):
+      return np.asarray(self._all_finite(state.model.params))
+
+
+def _stacked(sharding: jax.sharding.NamedSharding) -> jax.sharding.NamedSharding:
+  return jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec(None, *sharding.spec))
+
+
+def _stack(trees: list):
+  return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
+
+
 def _all_finite(tree) -> jax.Array:
   leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
             if jnp.issubdtype(x.dtype, jnp.inexact)]
@@ -373,10 +428,47 @@ class DivergenceWatch:
     self._verified_step = step
 
 
+class MemberWatch(DivergenceWatch):
+  """A DivergenceWatch over a TrainerGroup's members: a member whose loss, gradient norm
+  or parameters stop being finite is noted in `diverged` (member -> Diverged) and the
+  others train on (vmapped members do not mix); `Diverged` is raised once all have."""
+
+  def __init__(self, group: TrainerGroup):
+    super().__init__(group)
+    self.diverged: dict[int, Diverged] = {}
+
+  def check_losses(self) -> None:
+    steps = [step for step, _ in self._pending]
+    fetched = jax.device_get([values for _, values in self._pending])
+    self._pending = []
+    for step, values in zip(steps, fetched):
+      for i, (loss, grad_norm) in enumerate(zip(values["loss"], values["grad_norm"])):
+        if i not in self.diverged and not np.isfinite(loss):
+          self.diverged[i] = Diverged(step, float(loss))
+        elif i not in self.diverged and not np.isfinite(grad_norm):
+          self.diverged[i] = Diverged(step, float(loss), "gradient norm")
+    self._raise_if_all_diverged()
+
+  def check(self, state: TrainState, step: int) -> None:
+    if step == self._verified_step:
+      return
+    self.check_losses()
+    for i, finite in enumerate(self.trainer.members_finite(state)):
+      if i not in self.diverged and not finite:
+        self.diverged[i] = Diverged(step, float("nan"), "parameters")
+    self._raise_if_all_diverged()
+    self._verified_step = step
+
+  def _raise_if_all_diverged(self) -> None:
+    if len(self.diverged) == self.trainer.size:
+      raise min(self.diverged.values(), key=lambda e: e.step)
+
+
 def train(trainer: Trainer, state: TrainState, batches: Iterator[Batch], counters: Counters, *,
           until: Callable[[Counters], bool], learning_rate: Callable[[Counters], float],
           progress: logs.Progress, on_step: Callable[[TrainState, Counters], None] | None = None,
-          save_due: Callable[[Counters], bool] | None = None) -> TrainState:
+          save_due: Callable[[Counters], bool] | None = None,
+          watch: DivergenceWatch | None = None) -> TrainState:
   """The one training loop: steps until `until(counters)`, each update at
   `learning_rate(counters)`; `on_step(state, counters)` follows every update (that is
   where checkpoints are taken). `counters` is updated in place; `progress` is closed
@@ -385,10 +477,11 @@ def train(trainer: Trainer, state: TrainState, batches: Iterator[Batch], counter
   A NaN or infinite loss raises `Diverged`. Losses are checked whenever progress is
   recorded; the whole state (losses and parameters) when `save_due(counters)` says
   `on_step` will save and before the state is returned, so a diverged state is never
-  checkpointed. `on_step` must save only when `save_due` holds."""
+  checkpointed. `on_step` must save only when `save_due` holds. A TrainerGroup trains
+  with a MemberWatch (`watch`), which raises only once every member has diverged."""
   size = trainer.model_cfg.size
   start = time.perf_counter() - counters.wall_s
-  watch = DivergenceWatch(trainer)
+  watch = watch or DivergenceWatch(trainer)
   with progress, timing.phase("train steps"):
     while not until(counters):
       with timing.phase("input"):

@@ -9,7 +9,7 @@ from scaling import faults
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 # The demo's shape at its smallest: a pretraining run with periodic checkpoints, three
-# finetunes and evaluations per mixture, and the fits.
+# finetunes (trained in fixed groups of two and one) and evaluations, and the fits.
 CONFIG = f"""
 exec(open({str(ROOT / 'configs' / 'demo.py')!r}).read())
 _demo = get_config
@@ -18,7 +18,7 @@ def get_config():
   cfg = _demo()
   cfg.grid.update(size=("micro",), mixture=("aligned",), D_p=(1500, 3000, 4500), D_f=(3000,))
   cfg.pretrain.update(batch_size=8, log_every=10, checkpoint_every_steps=5)
-  cfg.finetune.update(batch_size=8, steps=4, log_every=10)
+  cfg.finetune.update(batch_size=8, steps=4, log_every=10, together=2)  # groups of 2 and 1
   cfg.eval.update(max_examples=16, batch_size=8, max_decode_length=12)
   cfg.fits.bootstrap = 8
   return cfg

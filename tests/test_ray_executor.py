@@ -44,6 +44,9 @@ def get_config(variant=""):
     cfg.pretrain.checkpoint_every_steps = 2  # changes no stage key
   if variant == "gpus":
     cfg.resources.train.num_gpus = 8
+  if variant == "together":
+    cfg.grid.D_f = (3000,)
+    cfg.finetune.together = 2
   return cfg
 """
 
@@ -247,6 +250,14 @@ def test_resources_no_node_has_are_a_config_error(study, tmp_path, cli):
   assert not ray.is_initialized()
   assert not (tmp_path / "w" / "pretrain").exists() and not (tmp_path / "w" / "results").exists()
   _assert_ray_stopped(before)
+
+
+def test_finetunes_together_are_refused_before_compute(study, tmp_path, cli):
+  code, err = cli(*_study_args(study, tmp_path / "w", variant="together"))
+  assert code == 2, err
+  assert err.startswith("config error: finetune.together=2: the Ray executor runs each "
+                        "finetune as its own task")
+  assert not ray.is_initialized() and not (tmp_path / "w" / "pretrain").exists()
 
 
 def test_address_without_ray_executor_is_refused(study, tmp_path, cli, capsys):

@@ -1,15 +1,22 @@
 """The demo grid at a micro size, end to end: run, re-run (all skipped), outputs,
 the results table, bad input caught before compute, and the analysis notebook."""
+import json
 import os
 import pathlib
 import subprocess
 import sys
 
+import jax
+import numpy as np
 import pytest
 
+from scaling import checkpoint
 from scaling import config as config_lib
+from scaling import grid
+from scaling import logs
 from scaling import results
 from scaling import runner
+from scaling import stages
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DEMO = str(ROOT / "configs" / "demo.py")
@@ -21,7 +28,8 @@ def micro_config():
   cfg.grid.D_p = (1500, 3000, 4500, 6000, 7500)
   cfg.grid.D_f = (3000,)
   cfg.pretrain.update(batch_size=8, log_every=10)
-  cfg.finetune.update(batch_size=8, steps=4, log_every=10)
+  # each mixture's five finetunes train together (finetune.together is 1 in configs/demo.py)
+  cfg.finetune.update(batch_size=8, steps=4, log_every=10, together=5)
   cfg.eval.update(max_examples=16, batch_size=8, max_decode_length=12)
   cfg.fits.bootstrap = 16
   return cfg
@@ -49,6 +57,16 @@ def test_study_runs_every_stage(study):
   # FLOPs grow with D_p within one pretraining run (shared run, later checkpoints).
   for _, curve in frame.groupby("mixture"):
     assert curve["flops"].is_monotonic_increasing
+
+
+def test_finetunes_trained_together_each_keep_their_own_outputs(study):
+  workdir, _ = study
+  cfg = micro_config()
+  for stage in grid.expand(cfg).finetunes:
+    assert checkpoint.read_meta(stages.stage_dir(workdir, stage),
+                                cfg.finetune.steps)["trained_together"] == 5
+    records = (stages.log_dir(workdir, stage) / logs.JSONL).read_text().splitlines()
+    assert json.loads(records[-1])["step"] == cfg.finetune.steps
 
 
 def test_the_run_says_where_its_time_went(study):
@@ -132,16 +150,66 @@ def test_cli_reports_errors_found_while_preparing_without_traceback(tmp_path):
   assert "Traceback" not in proc.stderr
 
 
-def test_notebook_executes_on_the_study(study):
+NOTEBOOK_CONFIG = f"""
+import sys
+sys.path.insert(0, {str(ROOT / 'tests')!r})
+from test_study_e2e import micro_config as get_config
+"""
+
+
+def test_notebook_fits_with_bootstrap_and_agrees_with_the_report(study, tmp_path):
+  """The analysis notebook runs on the study and reproduces its fits.csv: every curve, the
+  same parameters and Isik verdicts, with bootstrap intervals around each estimate."""
   nbformat = pytest.importorskip("nbformat")
   nbclient = pytest.importorskip("nbclient")
+  pd = pytest.importorskip("pandas")
   workdir, _ = study
+  (tmp_path / "study.py").write_text(NOTEBOOK_CONFIG)
   nb = nbformat.read(ROOT / "notebooks" / "analysis.ipynb", as_version=4)
-  os.environ["STUDY_WORKDIR"] = str(workdir)
+  os.environ.update(STUDY_WORKDIR=str(workdir), STUDY_CONFIG=str(tmp_path / "study.py"))
   try:
     nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
                             resources={"metadata": {"path": str(ROOT)}}).execute()
   finally:
-    del os.environ["STUDY_WORKDIR"]
-  outputs = "".join(str(o.get("text", "")) for c in nb.cells for o in c.get("outputs", []))
-  assert "log_law" in outputs
+    del os.environ["STUDY_WORKDIR"], os.environ["STUDY_CONFIG"]
+  outputs = [o for c in nb.cells for o in c.get("outputs", [])]
+  (line,) = [t for o in outputs for t in str(o.get("text", "")).splitlines()
+             if t.startswith("SUMMARY ")]
+  summary = {c["curve"]: c for c in json.loads(line[len("SUMMARY "):])}
+  assert any("image/png" in o.get("data", {}) for o in outputs)  # the regimes were drawn
+  report_table = pd.read_csv(workdir / "fits.csv").set_index("group")
+  assert sorted(summary) == sorted(report_table.index)  # 2 curves x 2 mixtures
+  for name, curve in summary.items():
+    row = report_table.loc[name]
+    assert curve["status"] == row["status"]
+    if name.startswith("bleu"):
+      assert curve["isik_rule"] == row["isik_rule"]
+    assert curve["D_p"] == [1500, 3000, 4500, 6000, 7500]
+    if curve["status"] != "ok":
+      continue
+    assert curve["n_bootstrap"] == micro_config().fits.bootstrap
+    for param, value in curve["params"].items():
+      assert value == pytest.approx(row[param], rel=1e-5)
+      lo, hi = curve["ci"][param]
+      assert lo <= hi and lo == pytest.approx(row[f"{param}_lo"], rel=1e-5)
+
+
+def test_a_finetune_trained_again_is_bit_for_bit_the_same(study):
+  """A run stopped while a group was being saved trains its missing member again, in a
+  group of the same size (the other slots only keep the size): the same bits as the
+  uninterrupted run, which is what lets a killed study end as an uninterrupted one."""
+  workdir, _ = study
+  cfg = micro_config()
+  stage = grid.expand(cfg).finetunes[1]  # the second member of the first group
+  folder = stages.stage_dir(workdir, stage)
+  ctx, _ = runner.prepare(cfg, workdir)
+  abstract = dict(model=ctx.trainer(stage.source.train, "finetune").abstract_model_state)
+  weights = lambda: jax.tree.leaves(jax.device_get(
+      checkpoint.restore(folder, cfg.finetune.steps, abstract)[0]["model"].params))
+  before = weights()
+  checkpoint.delete_all(folder)
+  summary = runner.run(cfg, workdir)
+  assert (summary.ran, summary.skipped) == (1, 21)
+  for got, want in zip(weights(), before):
+    np.testing.assert_array_equal(got, want)
+  assert checkpoint.read_meta(folder, cfg.finetune.steps)["trained_together"] == 5
