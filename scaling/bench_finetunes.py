@@ -69,7 +69,7 @@ def _bare_steps(ctx: stages.Context, stage, together: int, n: int = 10) -> dict[
   with subset.batches(ctx.cfg.finetune.batch_size, ctx.cfg.seed,
                       ctx.input_shards(trainer, "finetune")) as batches:
     batch = next(batches)
-  group = train.TrainerGroup(trainer, together)
+  group = train.get_trainer_group(trainer, together)
   model = trainer.init(0).model
   return {"alone": _seconds_per_step(trainer, trainer.start_from(model), batch, n),
           "together": _seconds_per_step(group, group.start_from([model] * together), batch, n)}

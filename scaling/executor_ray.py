@@ -75,7 +75,7 @@ class Task:
 class Status:
   """What became of a task, as the worker tells the driver."""
   outcome: str                       # ran | skipped | failed | diverged | stopped (upstream)
-  stop: runner._Stopped | None = None   # why it and its dependants did not complete
+  stop: runner.Stopped | None = None   # why it and its dependants did not complete
   wall_s: float = 0.0
   took_over: str | None = None       # the stale lease it took over (a retry), if any
 
@@ -97,7 +97,7 @@ def run(cfg: ml_collections.ConfigDict, workdir: epath.PathLike,
     summary = _follow(cfg, workdir, work)
   finally:
     ray.shutdown()
-  with runner._lease_when_free(workdir, "report"):  # the tables and plots, once
+  with lease_lib.take_when_free(workdir, "report", runner.poll_s()):  # the tables and plots, once
     report.write(cfg, workdir, results.load(workdir))
   summary.wall_s = time.perf_counter() - start
   print(f"done: {summary.ran} tasks ran, {summary.skipped} skipped, {summary.failed} failed, "
@@ -115,18 +115,18 @@ def tasks(cfg: ml_collections.ConfigDict, plan: grid.Plan) -> list[Task]:
     for point in stages.save_points(cfg, stage):
       segments[stage.key, point] = f"{stage.key}@{point}"
       found.append(Task(segments[stage.key, point], stage, "train",
-                        f"train {runner._where(stage)} until {point:,} tokens", point, previous))
+                        f"train {runner.where(stage)} until {point:,} tokens", point, previous))
       previous = (segments[stage.key, point],)
-  for stage in runner._in_order(plan):
+  for stage in runner.in_order(plan):
     if isinstance(stage, grid.Train):
       continue
-    upstream = runner._upstream(stage)
+    upstream = runner.upstream(stage)
     if isinstance(upstream, grid.Train):
       upstream_id = segments[upstream.key, stages.save_point(cfg, _budget(stage))]
     else:
       upstream_id = upstream.key
     kind = runner.KINDS[type(stage)].name
-    found.append(Task(stage.key, stage, kind, f"{kind} {runner._where(stage)}",
+    found.append(Task(stage.key, stage, kind, f"{kind} {runner.where(stage)}",
                       upstream=(upstream_id,)))
   return found
 
@@ -285,7 +285,7 @@ def _submit(cfg: ml_collections.ConfigDict, workdir: epath.Path,
   """A task per stage not complete yet (a re-run starts no worker for the rest), with its
   upstream tasks' results as arguments: Ray starts it once they are done."""
   cfg_ref, env = ray.put(cfg), forwarded_env()
-  done = runner._StatusContext(cfg, workdir)
+  done = runner.StatusContext(cfg, workdir)
   refs: dict[str, ray.ObjectRef] = {}
   for task in work:
     if not _complete(done, task):
@@ -319,11 +319,11 @@ def _status(cfg: ml_collections.ConfigDict, workdir: epath.Path, task: Task,
   try:
     return ray.get(refs[task.id])
   except ray.exceptions.RayError as e:
-    stop = runner._Stopped(task.kind, RuntimeError(_first_line(e)))
+    stop = runner.Stopped(task.kind, RuntimeError(_first_line(e)))
     upstream_failed = any(_raised(refs[u]) for u in task.upstream if u in refs)
     if isinstance(task.stage, grid.Evaluate):
       why = "an earlier stage failed" if upstream_failed else "evaluation failed"
-      runner._write_stopped_row(runner._StatusContext(cfg, workdir), task.stage, stop, why)
+      runner.write_stopped_row(runner.StatusContext(cfg, workdir), task.stage, stop, why)
     return Status("stopped" if upstream_failed else "failed", stop)
 
 
@@ -375,29 +375,29 @@ def settle(cfg: ml_collections.ConfigDict, workdir: epath.Path, task: Task,
            upstream: tuple[Status, ...] = ()) -> Status:
   """Stops, skips or runs the task's stage (under its lease); what became of it."""
   start = time.perf_counter()
-  done = runner._StatusContext(cfg, workdir)  # all the checks and stopped rows read
+  done = runner.StatusContext(cfg, workdir)  # all the checks and stopped rows read
   stop = next((status.stop for status in upstream if status.stop is not None), None)
   if stop is not None:
     if isinstance(task.stage, grid.Evaluate):
-      runner._write_stopped_row(done, task.stage, stop, "an earlier stage failed")
+      runner.write_stopped_row(done, task.stage, stop, "an earlier stage failed")
     return Status("stopped", stop)
   if _complete(done, task):
     return Status("skipped")
   with _lease(workdir, task) as lease:
     if _complete(done, task):  # another driver completed it while this task waited
       return Status("skipped")
-    error = runner._attempt(task.label, runner.Summary(), _run_stage, cfg, workdir, task)
+    error = runner.attempt(task.label, runner.Summary(), _run_stage, cfg, workdir, task)
   took_over = lease.took_over.owner if lease.took_over else None
   wall_s = time.perf_counter() - start
   if error is None:
     return Status("ran", wall_s=wall_s, took_over=took_over)
-  stopped = runner._Stopped(task.kind, _portable(error))
+  stopped = runner.Stopped(task.kind, _portable(error))
   if isinstance(task.stage, grid.Evaluate):
-    runner._write_stopped_row(done, task.stage, stopped, "evaluation failed")
+    runner.write_stopped_row(done, task.stage, stopped, "evaluation failed")
   return Status("diverged" if stopped.diverged else "failed", stopped, wall_s, took_over)
 
 
-def _complete(done: runner._StatusContext, task: Task) -> bool:
+def _complete(done: runner.StatusContext, task: Task) -> bool:
   if task.stop_at is not None:
     return not stages.train_missing(done.cfg, done.workdir, task.stage, up_to=task.stop_at)
   return runner.KINDS[type(task.stage)].complete(done, task.stage)
@@ -413,12 +413,9 @@ def _run_stage(cfg: ml_collections.ConfigDict, workdir: epath.Path, task: Task) 
 
 def _lease(workdir: epath.Path, task: Task) -> lease_lib.Lease:
   """The stage's lease, once no live driver (or earlier attempt of this task) holds it."""
-  said = None
-  while isinstance(taken := lease_lib.take(workdir, task.stage.key), lease_lib.Holder):
-    if said != taken.owner:
-      said = taken.owner
-      print(f"{task.label}  (waits on the lease of {taken})", flush=True)
-    time.sleep(runner._poll_s())
+  taken = lease_lib.take_when_free(
+      workdir, task.stage.key, runner.poll_s(),
+      on_wait=lambda holder: print(f"{task.label}  (waits on the lease of {holder})", flush=True))
   if taken.took_over:
     print(f"{task.label}  (takes over the stale lease of {taken.took_over})", flush=True)
   return taken

@@ -34,6 +34,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 
 from etils import epath
 
@@ -123,6 +124,19 @@ def take(workdir: epath.PathLike, key: str, timeout: float | None = None) -> Lea
     if store.take_over(timeout, holder.owner if gone else None):
       return Lease(store, timeout, holder)
   return store.holder() or Holder("unknown", 0.0)
+
+
+def take_when_free(workdir: epath.PathLike, key: str, poll_s: float,
+                   on_wait: Callable[[Holder], None] | None = None) -> Lease:
+  """The stage's lease, once no live driver holds it (looked at every `poll_s` seconds);
+  `on_wait` hears of each new holder met while waiting."""
+  said = None
+  while isinstance(taken := take(workdir, key), Holder):
+    if on_wait is not None and said != taken.owner:
+      said = taken.owner
+      on_wait(taken)
+    time.sleep(poll_s)
+  return taken
 
 
 class _Store:

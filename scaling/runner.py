@@ -50,7 +50,7 @@ class Summary:
 
 
 @dataclasses.dataclass(frozen=True)
-class _Stopped:
+class Stopped:
   """Why a stage did not complete: what the stage that raised (itself or one upstream)
   raised, and that stage's kind."""
   kind: str
@@ -186,7 +186,7 @@ def _run(cfg: ml_collections.ConfigDict, workdir: epath.PathLike) -> Summary:
   start = time.perf_counter()
   with timing.phase("start-up"):
     ctx, plan = prepare(cfg, workdir)
-  ordered = list(_in_order(plan))
+  ordered = list(in_order(plan))
   walk = _Walk(ctx, Summary(), ordered)
   summary = walk.summary
   pending = list(enumerate(ordered, start=1))
@@ -194,16 +194,16 @@ def _run(cfg: ml_collections.ConfigDict, workdir: epath.PathLike) -> Summary:
     while pending:
       walk.waiting = set()
       for i, stage in pending:
-        label = f"[{i}/{len(ordered)}] {KINDS[type(stage)].name} {_where(stage)}"
+        label = f"[{i}/{len(ordered)}] {KINDS[type(stage)].name} {where(stage)}"
         if walk.visit(stage, label):
           grid_bar.update()
         else:
           walk.waiting.add(stage.key)
       pending = [(i, stage) for i, stage in pending if stage.key in walk.waiting]
       if pending:
-        time.sleep(_poll_s())
+        time.sleep(poll_s())
   if mesh_lib.is_primary():  # the tables and plots, once (one driver at a time)
-    with _lease_when_free(ctx.workdir, "report"), timing.phase("report"):
+    with lease_lib.take_when_free(ctx.workdir, "report", poll_s()), timing.phase("report"):
       report.write(cfg, ctx.workdir, results.load(ctx.workdir))
   summary.wall_s = time.perf_counter() - start
   print(f"done: {summary.ran} stages ran, {summary.skipped} skipped, {summary.failed} failed, "
@@ -212,7 +212,7 @@ def _run(cfg: ml_collections.ConfigDict, workdir: epath.PathLike) -> Summary:
   return summary
 
 
-def _poll_s() -> float:
+def poll_s() -> float:
   return min(lease_lib.timeout_s() / 4, 5.0)
 
 
@@ -222,7 +222,7 @@ class _Walk:
   ctx: stages.Context
   summary: Summary
   ordered: list = dataclasses.field(default_factory=list)  # every stage, in running order
-  stopped: dict[str, _Stopped] = dataclasses.field(default_factory=dict)  # key -> why
+  stopped: dict[str, Stopped] = dataclasses.field(default_factory=dict)  # key -> why
   waiting: set[str] = dataclasses.field(default_factory=set)  # keys left for a later pass
   said: dict[str, str] = dataclasses.field(default_factory=dict)  # key -> wait last printed
   settled: set[str] = dataclasses.field(default_factory=set)  # trained with an earlier stage
@@ -236,15 +236,15 @@ class _Walk:
   def visit(self, stage, label: str) -> bool:
     """Settles a stage (ran, skipped or stopped): True; False while another driver holds
     its lease or its upstream's."""
-    kind, upstream = KINDS[type(stage)], _upstream(stage)
+    kind, before = KINDS[type(stage)], upstream(stage)
     if stage.key in self.settled:
       return True
-    if upstream is not None and upstream.key in self.stopped:
-      self.stopped[stage.key] = self.stopped[upstream.key]
+    if before is not None and before.key in self.stopped:
+      self.stopped[stage.key] = self.stopped[before.key]
       _stop_without_running(self.ctx, stage, label, self.summary, self.stopped[stage.key])
     elif mesh_lib.agreed(kind.complete(self.ctx, stage)):
       self._skip(label)
-    elif upstream is not None and upstream.key in self.waiting:
+    elif before is not None and before.key in self.waiting:
       self._say_wait(stage.key, label, "waits for its upstream stage, run by another driver")
       return False
     elif (lease := self._take_lease(stage, label)) is None:
@@ -281,7 +281,7 @@ class _Walk:
   def _trains_here(self, other: grid.Finetune, leases: contextlib.ExitStack) -> bool:
     """Whether this driver trains `other` in its group now: its weights are saved, it is
     neither complete nor settled, and its lease is taken (kept in `leases`)."""
-    if (other.key in self.settled or _upstream(other).key in self.stopped
+    if (other.key in self.settled or upstream(other).key in self.stopped
         or not mesh_lib.agreed(stages.finetune_source_saved(self.ctx.workdir, other))
         or self._complete(other)):
       return False
@@ -298,10 +298,10 @@ class _Walk:
       if error is None:
         self.summary.ran += 1
         continue
-      self.stopped[stage.key] = _Stopped("finetune", error)
+      self.stopped[stage.key] = Stopped("finetune", error)
       if isinstance(error, train.Diverged):
         self.summary.diverged += 1
-        print(f"{self._index(stage)} finetune {_where(stage)}  DIVERGED: {error}", flush=True)
+        print(f"{self._index(stage)} finetune {where(stage)}  DIVERGED: {error}", flush=True)
       else:
         self.summary.failed += 1
 
@@ -334,10 +334,10 @@ class _Walk:
     # another driver may have completed it between the check and the lease
     if mesh_lib.agreed(kind.complete(self.ctx, stage)):
       self._skip(label)
-    elif (error := _attempt(label, self.summary, kind.run, self.ctx, stage, label)) is not None:
-      self.stopped[stage.key] = _Stopped(kind.name, error)
+    elif (error := attempt(label, self.summary, kind.run, self.ctx, stage, label)) is not None:
+      self.stopped[stage.key] = Stopped(kind.name, error)
       if isinstance(stage, grid.Evaluate):
-        _write_stopped_row(self.ctx, stage, self.stopped[stage.key], "evaluation failed")
+        write_stopped_row(self.ctx, stage, self.stopped[stage.key], "evaluation failed")
 
   def _skip(self, label: str) -> None:
     self.summary.skipped += 1
@@ -349,14 +349,6 @@ class _Walk:
       print(f"{label}  ({why}{', ' + detail if detail else ''})", flush=True)
 
 
-@contextlib.contextmanager
-def _lease_when_free(workdir: epath.Path, key: str):
-  while isinstance(taken := lease_lib.take(workdir, key), lease_lib.Holder):
-    time.sleep(_poll_s())
-  with taken:
-    yield
-
-
 def _grid_bar(n_stages: int):
   """The grid's bar on process 0's terminal; a stand-in that draws nothing otherwise
   (the '[i/n]' stage lines say the same)."""
@@ -364,7 +356,7 @@ def _grid_bar(n_stages: int):
   return logs.bar(desc="grid", total=n_stages, unit="stage", disable=not shown)
 
 
-def _in_order(plan: grid.Plan) -> Iterator:
+def in_order(plan: grid.Plan) -> Iterator:
   """Training runs and cooldowns first; then each evaluation right after its
   finetune, so rows arrive while the grid runs."""
   yield from plan.trains
@@ -375,7 +367,7 @@ def _in_order(plan: grid.Plan) -> Iterator:
     yield evaluate
 
 
-def _upstream(stage):
+def upstream(stage):
   if isinstance(stage, grid.Cooldown):
     return stage.train
   if isinstance(stage, grid.Finetune):
@@ -385,21 +377,21 @@ def _upstream(stage):
   return None
 
 
-def _where(stage) -> str:
+def where(stage) -> str:
   if isinstance(stage, grid.Train):
     shape = "".join(f" {k}={v}" for k, v in stage.shape)
     return f"size={stage.size_name}{shape} data={stage.data.label}"
   if isinstance(stage, grid.Cooldown):
-    return f"{_where(stage.train)} D_p={stage.D_p:,}"
+    return f"{where(stage.train)} D_p={stage.D_p:,}"
   if isinstance(stage, grid.Finetune):
-    return f"{_where(stage.source.train)} D_p={stage.source.D_p:,} pair={stage.pair} D_f={stage.D_f:,}"
+    return f"{where(stage.source.train)} D_p={stage.source.D_p:,} pair={stage.pair} D_f={stage.D_f:,}"
   weights = stage.weights
   tail = f" D_f={weights.finetune.D_f:,}" if weights.finetune else ""
   what = f"pair={stage.pair}" if stage.pair else "held-out LM loss"
-  return f"{_where(weights.train)} D_p={weights.D_p:,}{tail} {what}"
+  return f"{where(weights.train)} D_p={weights.D_p:,}{tail} {what}"
 
 
-def _attempt(label: str, summary: Summary, fn, *args) -> Exception | None:
+def attempt(label: str, summary: Summary, fn, *args) -> Exception | None:
   """Runs a stage; what stopped it, or None once it completed."""
   print(label, flush=True)
   try:
@@ -434,7 +426,7 @@ def _attempt_together(label: str, ctx: stages.Context,
 
 
 def _stop_without_running(ctx: stages.Context, stage, label: str, summary: Summary,
-                          stop: _Stopped) -> None:
+                          stop: Stopped) -> None:
   if stop.diverged:
     summary.diverged += 1
     print(f"{label}  (an earlier {stop.kind} stage diverged)", flush=True)
@@ -442,10 +434,10 @@ def _stop_without_running(ctx: stages.Context, stage, label: str, summary: Summa
     summary.failed += 1
     print(f"{label}  (an earlier stage failed)", flush=True)
   if isinstance(stage, grid.Evaluate):
-    _write_stopped_row(ctx, stage, stop, "an earlier stage failed")
+    write_stopped_row(ctx, stage, stop, "an earlier stage failed")
 
 
-def _write_stopped_row(ctx: stages.Context, stage: grid.Evaluate, stop: _Stopped,
+def write_stopped_row(ctx: stages.Context, stage: grid.Evaluate, stop: Stopped,
                        why_failed: str) -> None:
   row = stages.describe(ctx.cfg, ctx.workdir, stage)
   if stop.diverged:
@@ -465,7 +457,7 @@ def status(cfg: ml_collections.ConfigDict, workdir: epath.PathLike) -> None:
             "finetune": len(plan.finetunes)}
   for stage in (*plan.trains, *plan.cooldowns, *plan.finetunes):
     kind = KINDS[type(stage)]
-    done[kind.name] += kind.complete(_StatusContext(cfg, workdir), stage)
+    done[kind.name] += kind.complete(StatusContext(cfg, workdir), stage)
   rows = [results.read_row(workdir, s.key) for s in plan.evaluates]
   done_eval = sum(r is not None and r["status"] == "ok" for r in rows)
   failed = sum(r is not None and r["status"] == "failed" for r in rows)
@@ -476,7 +468,7 @@ def status(cfg: ml_collections.ConfigDict, workdir: epath.PathLike) -> None:
 
 
 @dataclasses.dataclass
-class _StatusContext:
+class StatusContext:
   """What the completion checks read: no data or mesh is built for `status`."""
   cfg: ml_collections.ConfigDict
   workdir: epath.Path

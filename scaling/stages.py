@@ -394,7 +394,8 @@ def run_finetunes(ctx: Context, slots: list[grid.Finetune | None],
   member that did not diverge; returns those that did, by key."""
   section = ctx.cfg.finetune
   members = [s for s in slots if s is not None]
-  trainers = train.TrainerGroup(ctx.trainer(members[0].source.train, "finetune"), len(slots))
+  trainers = train.get_trainer_group(ctx.trainer(members[0].source.train, "finetune"),
+                                     len(slots))
   starts = {s.key: _finetune_source(ctx, s, trainers.trainer, label) for s in members}
   state = trainers.start_from([starts[(s or members[0]).key] for s in slots])
   subset, batches = _finetune_batches(ctx, members[0], trainers.trainer)

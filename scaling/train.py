@@ -329,6 +329,12 @@ def get_trainer(model_cfg: ModelConfig, step_cfg: StepConfig, mesh: jax.sharding
   return Trainer(model_cfg, step_cfg, mesh, seed)
 
 
+@functools.lru_cache(maxsize=16)
+def get_trainer_group(trainer: Trainer, size: int) -> TrainerGroup:
+  """One compiled group per (trainer, size): a grid's groups of one size share it."""
+  return TrainerGroup(trainer, size)
+
+
 @functools.lru_cache(maxsize=1)
 def matmul_peak_flops(n: int = 2048, repeats: int = 5) -> float:
   """This machine's float32 matmul throughput (FLOP/s), the denominator of MFU."""

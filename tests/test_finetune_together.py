@@ -35,7 +35,7 @@ def test_each_member_trains_as_it_would_alone():
   trainer = _trainer()
   starts = [trainer.init(seed).model for seed in (0, 1, 2)]
   alone = [_train(trainer, trainer.start_from(model), steps=3).model for model in starts]
-  group = train.TrainerGroup(trainer, 3)
+  group = train.get_trainer_group(trainer, 3)
   state = _train(group, group.start_from(starts), steps=3, watch=train.MemberWatch(group))
   for i, expected in enumerate(alone):
     member = group.member(state, i)
@@ -51,7 +51,7 @@ def test_a_members_bits_depend_on_the_group_size_not_on_the_other_members():
   start): the member's result is the same to the last bit."""
   trainer = _trainer()
   starts = [trainer.init(seed).model for seed in (0, 1, 2)]
-  group = train.TrainerGroup(trainer, 3)
+  group = train.get_trainer_group(trainer, 3)
   mixed = _train(group, group.start_from(starts), steps=3, watch=train.MemberWatch(group))
   copies = _train(group, group.start_from([starts[0]] * 3), steps=3,
                   watch=train.MemberWatch(group))
@@ -67,13 +67,13 @@ def _broken(model_state):
 def test_a_diverged_member_stops_alone_and_all_diverged_raise():
   trainer = _trainer()
   starts = [trainer.init(0).model, _broken(trainer.init(1).model), trainer.init(2).model]
-  group = train.TrainerGroup(trainer, 3)
+  group = train.get_trainer_group(trainer, 3)
   watch = train.MemberWatch(group)
   state = _train(group, group.start_from(starts), steps=2, watch=watch)
   assert set(watch.diverged) == {1} and watch.diverged[1].step == 1
   assert all(np.isfinite(p).all() for i in (0, 2) for p in _params(group.member(state, i)))
 
-  group = train.TrainerGroup(trainer, 2)
+  group = train.get_trainer_group(trainer, 2)
   with pytest.raises(train.Diverged):
     _train(group, group.start_from([_broken(m) for m in starts[:2]]), steps=2,
            watch=train.MemberWatch(group))
@@ -81,7 +81,7 @@ def test_a_diverged_member_stops_alone_and_all_diverged_raise():
 
 def test_each_member_logs_its_own_records(tmp_path):
   trainer = _trainer()
-  group = train.TrainerGroup(trainer, 2)
+  group = train.get_trainer_group(trainer, 2)
   folders = [tmp_path / "a", tmp_path / "b"]
   progress = logs.GroupProgress.build("group", 2, folders, show=False, total_steps=4)
   starts = [trainer.init(0).model, trainer.init(1).model]

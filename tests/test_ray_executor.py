@@ -136,7 +136,7 @@ def test_ray_rows_and_fits_equal_the_local_executors(study, local_run, ray_run):
   assert not list(lease_lib.folder(workdir).iterdir())
   # the local executor's completion checks see every stage done: it would skip them all
   cfg = config_lib.load(str(study / "study.py"))
-  plan, done = grid.expand(cfg), runner._StatusContext(cfg, workdir)
+  plan, done = grid.expand(cfg), runner.StatusContext(cfg, workdir)
   for stage in (*plan.trains, *plan.evaluates):
     assert runner.KINDS[type(stage)].complete(done, stage), stage.key
 
@@ -350,7 +350,7 @@ def test_a_stage_after_a_diverged_one_writes_the_local_executors_row(tmp_path):
   cfg = _config(mixture=("aligned",), D_p=(1500,), D_f=())
   plan = grid.expand(cfg)
   evaluate = next(t for t in executor_ray.tasks(cfg, plan) if t.kind == "evaluate")
-  diverged = runner._Stopped("train", train.Diverged(7, float("nan")))
+  diverged = runner.Stopped("train", train.Diverged(7, float("nan")))
   upstream = executor_ray.Status("diverged", diverged)
   upstream = pickle.loads(pickle.dumps(upstream))  # as Ray hands it over
   status = executor_ray.settle(cfg, tmp_path, evaluate, (upstream,))
