@@ -282,6 +282,8 @@ class GroupProgress:
 
   def update(self, counters, metrics: dict, tokens: int, flops: float) -> None:
     """`tokens` and `flops` are one member's."""
+    if self.shown.due(counters.step):  # every member records now: one fetch for all
+      metrics = jax.device_get(metrics)
     for member in self.members:
       member.update(counters, metrics, tokens, flops)
     n = len(self.members)
