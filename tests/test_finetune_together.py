@@ -31,6 +31,7 @@ def _params(model_state) -> list[np.ndarray]:
   return [np.asarray(x) for x in jax.tree.leaves(jax.device_get(model_state.params))]
 
 
+@pytest.mark.slow
 def test_each_member_trains_as_it_would_alone():
   trainer = _trainer()
   starts = [trainer.init(seed).model for seed in (0, 1, 2)]

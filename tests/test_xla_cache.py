@@ -1,10 +1,12 @@
 """The workdir's XLA compilation cache: a stage's start fills it, a fit after it still works
-(and keeps its executables beside JAX's), the opt-out and a user's own folder leave it out."""
+(and keeps its executables beside JAX's), the opt-out and a user's own folder leave it out
+(those two decided in this process: they compile nothing)."""
 import json
 import os
 import subprocess
 import sys
 
+import jax
 import pytest
 
 from scaling import runner
@@ -23,11 +25,11 @@ print(json.dumps(out))
 """
 
 
-def _child(tmp_path, fit: bool = False, **env_vars) -> dict:
+def _child(tmp_path, fit: bool = False) -> dict:
   env = {k: v for k, v in os.environ.items()
          if k not in ("JAX_COMPILATION_CACHE_DIR", runner.CACHE_ENV, "FITS_COMPILATION_CACHE")}
   env.update(XDG_CACHE_HOME=str(tmp_path / "xdg"), JAX_PLATFORMS="cpu",
-             XLA_FLAGS="--xla_force_host_platform_device_count=1", **env_vars)
+             XLA_FLAGS="--xla_force_host_platform_device_count=1")
   done = subprocess.run([sys.executable, "-c", _CHILD, str(tmp_path / "w"), "fit" if fit else ""],
                         env=env, capture_output=True, text=True, timeout=300)
   assert done.returncode == 0, done.stderr[-3000:]
@@ -48,14 +50,20 @@ def test_a_stage_start_fills_the_workdir_cache_and_a_fit_after_it_works(tmp_path
   assert not (tmp_path / "xdg" / "fits").exists()  # not fits' own user folder
 
 
-def test_opt_out_leaves_the_workdir_without_a_cache(tmp_path):
-  out = _child(tmp_path, **{runner.CACHE_ENV: "off"})
-  assert out["folder"] is None
+def test_opt_out_leaves_the_workdir_without_a_cache(tmp_path, monkeypatch):
+  monkeypatch.setenv(runner.CACHE_ENV, "off")
+  assert runner.use_compilation_cache(tmp_path / "w") is None
   assert not (tmp_path / "w" / "xla_cache").exists()
 
 
-def test_a_folder_the_user_chose_is_kept(tmp_path):
-  mine = tmp_path / "mine"
-  out = _child(tmp_path, JAX_COMPILATION_CACHE_DIR=str(mine))
-  assert out["folder"] == str(mine) and _files(mine)
+def test_a_folder_the_user_chose_is_kept(tmp_path, monkeypatch):
+  monkeypatch.delenv(runner.CACHE_ENV, raising=False)
+  before = jax.config.jax_compilation_cache_dir
+  mine = str(tmp_path / "mine")
+  jax.config.update("jax_compilation_cache_dir", mine)  # as JAX_COMPILATION_CACHE_DIR does
+  try:
+    assert runner.use_compilation_cache(tmp_path / "w") == mine
+    assert jax.config.jax_compilation_cache_dir == mine
+  finally:
+    jax.config.update("jax_compilation_cache_dir", before)
   assert not (tmp_path / "w" / "xla_cache").exists()
