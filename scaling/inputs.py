@@ -30,6 +30,9 @@ from scaling.data import vocab as vocab_lib
 # subset size is extrapolated from their mean length.
 _EXACT_COUNT_LIMIT = 20_000
 _VOCAB_MULTIPLE = 128  # pad the embedding table for efficient sharding and matmuls
+# A finetune's batches are held in memory (and replayed by every finetune of the same
+# subset) up to this size; longer finetunes read their stream each time.
+_HELD_FINETUNE_BYTES = 64 << 20
 
 
 @dataclasses.dataclass
@@ -182,6 +185,20 @@ class StudyInputs:
     n_examples, n_tokens = _examples_for_tokens(task, int(d_f))
     return FinetuneSubset(tasks.register_subset(task, n_examples), n_examples, n_tokens, section)
 
+  def finetune_batches(self, subset: FinetuneSubset, batch_size: int, seed: int,
+                       shards: InputShards, steps: int) -> Batches:
+    """The `steps` batches of a finetune on `subset`. Every finetune of a grid on the
+    same subset reads the same batches (they differ in their starting weights), so
+    they are read once and held, when they fit in _HELD_FINETUNE_BYTES: opening a
+    stream costs about a second, as much as a short finetune's steps."""
+    section = subset.section
+    row_bytes = 4 * (section.input_length + 3 * section.target_length)  # int32 features
+    if steps * batch_size * row_bytes > _HELD_FINETUNE_BYTES:
+      return subset.batches(batch_size, seed, shards)
+    key = ("finetune", subset.task, _key(section), batch_size, seed, shards, steps)
+    held = self._once(key, lambda: _first(subset.batches(batch_size, seed, shards), steps))
+    return Batches([iter(held)])
+
   def eval_batches(self, pair: str, ecfg: ml_collections.ConfigDict) -> list[dict]:
     return self._once(("eval", pair, _key(ecfg)), lambda: self._eval_batches(pair, ecfg))
 
@@ -210,6 +227,11 @@ class StudyInputs:
     if 1 in ids:
       ids = ids[:ids.index(1)]
     return self.vocab.decode([t for t in ids if t > 1])
+
+
+def _first(batches: Batches, count: int) -> list[dict]:
+  with batches:
+    return list(itertools.islice(batches, count))
 
 
 def _synthetic_sources(cfg, workdir: epath.Path):

@@ -433,8 +433,8 @@ def _finetune_batches(ctx: Context, stage: grid.Finetune, trainer: train.Trainer
   section = ctx.cfg.finetune
   with timing.phase("input"):
     subset = ctx.data.finetune_subset(stage.pair, stage.D_f, section)
-    batches = subset.batches(section.batch_size, ctx.cfg.seed,
-                             ctx.input_shards(trainer, "finetune"))
+    batches = ctx.data.finetune_batches(subset, section.batch_size, ctx.cfg.seed,
+                                        ctx.input_shards(trainer, "finetune"), section.steps)
   return subset, batches
 
 

@@ -270,3 +270,39 @@ def test_local_text_files(voc, tmp_path):
 def test_unknown_tfds_name_is_rejected(voc):
   with pytest.raises(ValueError, match="tfds_name='no_such_corpus/de-en'"):
     tasks.register_tfds_translation("no_such_corpus/de-en", "de", "en", voc)
+
+
+def _page_faults_per_call(fn, arg, calls: int = 11) -> float:
+  """The median count of minor page faults in a call of a jitted function (one call
+  may meet the heap growing; the median is the steady state)."""
+  import resource
+  faults = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+  fn(arg).block_until_ready()  # compiled
+  counts = []
+  for _ in range(calls):
+    before = faults()
+    fn(arg).block_until_ready()
+    counts.append(faults() - before)
+  return float(np.median(counts))
+
+
+def test_reading_leaves_large_host_buffers_on_the_heap():
+  """TensorFlow's generator datasets pin glibc's mmap threshold at 128 KiB (Python
+  3.11); after that every large XLA:CPU buffer is a fresh mmap, page-faulted in (a train
+  step took twice as long). Reading through `tasks` puts the thresholds back."""
+  import jax
+  import jax.numpy as jnp
+  import tensorflow as tf
+  from scaling.data import malloc
+  if not malloc.restore():
+    pytest.skip("not glibc")
+  double = jax.jit(lambda x: x * 2.0)
+  x = jnp.ones((1 << 20,), jnp.float32)
+  generated = lambda: tf.data.Dataset.from_generator(
+      lambda: iter(range(3)), output_signature=tf.TensorSpec((), tf.int64))
+  list(generated().as_numpy_iterator())
+  pinned = _page_faults_per_call(double, x)
+  assert list(tasks.numpy_elements(generated())) == [0, 1, 2]
+  restored = _page_faults_per_call(double, x)
+  # 4 MiB is 1,024 pages: pinned, a call faults them all in
+  assert restored < 50, f"{restored} page faults a call after reading ({pinned} before)"

@@ -214,3 +214,24 @@ def test_a_finetune_trained_again_is_bit_for_bit_the_same(study):
   for got, want in zip(weights(), before):
     np.testing.assert_array_equal(got, want)
   assert checkpoint.read_meta(folder, cfg.finetune.steps)["trained_together"] == 5
+
+
+def test_a_finetunes_batches_are_read_once_and_replayed(tmp_path):
+  """Every finetune on one subset reads the same batches: held after the first, they
+  are the stream's first `steps` batches, replayed without opening it again."""
+  from scaling import inputs
+  cfg = micro_config()
+  data = inputs.StudyInputs.build(cfg, tmp_path)
+  section = cfg.finetune
+  subset = data.finetune_subset("xa-ya", 3000, section)
+  shards = inputs.InputShards((0,), 1)
+  with subset.batches(section.batch_size, cfg.seed, shards) as stream:
+    expected = [next(stream) for _ in range(section.steps)]
+  first = list(data.finetune_batches(subset, section.batch_size, cfg.seed, shards, section.steps))
+  subset.batches = None  # a second read would fail
+  again = list(data.finetune_batches(subset, section.batch_size, cfg.seed, shards, section.steps))
+  assert len(first) == len(again) == section.steps
+  for want, got, replayed in zip(expected, first, again):
+    for k in want:
+      np.testing.assert_array_equal(got[k], want[k])
+      np.testing.assert_array_equal(replayed[k], want[k])

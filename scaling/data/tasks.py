@@ -30,6 +30,7 @@ import seqio
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from scaling.data import malloc
 from scaling.data import spans
 from scaling.data import synthetic
 
@@ -374,7 +375,7 @@ def _in_memory(dataset: tf.data.Dataset) -> tf.data.Dataset:
   grid) then re-reads memory, not the source: a generator-backed source (the synthetic
   world) would regenerate them in Python, and its iterator can take seconds to tear down.
   Elements whose features vary in shape stay as they were."""
-  examples = list(dataset.as_numpy_iterator())
+  examples = list(numpy_elements(dataset))
   if not examples:
     return dataset
   try:
@@ -523,7 +524,17 @@ def get_batches(task_or_mixture: str, split: str, input_length: int, target_leng
     dataset = dataset.batch(batch_size, drop_remainder=True)
   else:
     dataset = dataset.batch(batch_size).map(functools.partial(_pad_rows, rows=batch_size))
-  return dataset.prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
+  return numpy_elements(dataset.prefetch(tf.data.AUTOTUNE))
+
+
+def numpy_elements(dataset: tf.data.Dataset) -> Iterator:
+  """`dataset.as_numpy_iterator()`, undoing what its generator kernels do to glibc's
+  malloc (see scaling.data.malloc). They may be built at any element (a mixture's
+  sources, an epoch's restart), so the thresholds are set again after each one: a
+  mallopt call costs microseconds, a batch milliseconds."""
+  for element in dataset.as_numpy_iterator():
+    malloc.restore()
+    yield element
 
 
 def _pad_rows(batch, rows: int):
@@ -558,7 +569,7 @@ def get_eval_examples(task: str, split: str, *, limit: Optional[int] = None,
   if limit is not None:
     dataset = dataset.take(limit)
   vocab = provider.output_features["targets"].vocabulary
-  return [_eval_example(x, vocab) for x in dataset.as_numpy_iterator()]
+  return [_eval_example(x, vocab) for x in numpy_elements(dataset)]
 
 
 def _eval_example(x: dict, vocab) -> dict:
