@@ -4,7 +4,9 @@ Causal self-attention with either T5 relative position buckets (bidirectional
 buckets, one table shared by all layers) or rotary positions
 (``size.position_encoding``). Used two ways:
 
-* plain LM (Chinchilla-style grids): ``model(tokens_BT)``, causal attention;
+* plain LM (Chinchilla-style grids): ``model(tokens_BT)``, causal attention; packed
+  rows (several documents per row) also pass ``segment_ids_BT``, and a position
+  attends only to earlier positions of its own document;
 * prefix-LM translation: ``model(tokens_BT, prefix_lengths_B=P)``, where the first
   ``P[b]`` positions of row b are the source, attend to each other in both
   directions, and source positions holding token 0 are masked. Decoding
@@ -80,14 +82,21 @@ class DecoderOnly(nnx.Module):
       new_cache.append(layer_cache)
     return x_BTD, new_cache
 
-  def __call__(self, tokens_BT, *, prefix_lengths_B=None, deterministic=True, rngs=None):
+  def __call__(self, tokens_BT, *, prefix_lengths_B=None, segment_ids_BT=None,
+               deterministic=True, rngs=None):
     """Logits [B, T, V] in float32; causal unless ``prefix_lengths_B`` is given."""
     B, T = tokens_BT.shape
     positions_T = jnp.arange(T)
-    if prefix_lengths_B is None:
-      prefix_lengths_B = jnp.zeros((B,), jnp.int32)
-    bias = (self._position_bias(positions_T, positions_T)
-            + layers.mask_to_bias(prefix_lm_mask(tokens_BT, prefix_lengths_B)))
+    if segment_ids_BT is not None:
+      if prefix_lengths_B is not None:
+        raise ValueError("packed rows (segment_ids_BT) are causal LM rows: no prefix")
+      allowed_BTT = (layers.causal_mask(positions_T, positions_T)
+                     & layers.segment_mask(segment_ids_BT, segment_ids_BT))
+    else:
+      if prefix_lengths_B is None:
+        prefix_lengths_B = jnp.zeros((B,), jnp.int32)
+      allowed_BTT = prefix_lm_mask(tokens_BT, prefix_lengths_B)
+    bias = self._position_bias(positions_T, positions_T) + layers.mask_to_bias(allowed_BTT)
     rate = self.size.dropout_rate
     dropout_rng = layers.make_dropout_rng(rate, deterministic, rngs)
     x_BTD = layers.dropout(self.token_embedder(tokens_BT), rate, dropout_rng)

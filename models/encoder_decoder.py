@@ -9,7 +9,8 @@ depths are independent (``num_encoder_layers``, ``num_decoder_layers``).
 Token conventions (T5 / seqio): 0 is padding and also the decoder start token.
 Encoder keys with token 0 are masked (encoder self-attention and cross-attention);
 the decoder's self-attention is causal only, so padding after a target can never
-reach a real position.
+reach a real position. Packed rows (several examples per row, seqio's packing feature
+converters) pass their segment ids, and every attention stays inside its example.
 
 Decoding uses `init_decoding` (encoder pass, cross-attention keys/values, an empty
 self-attention cache) and `decode_step` (one token for the whole batch); see
@@ -62,30 +63,39 @@ class EncoderDecoder(nnx.Module):
 
   # -- full-sequence passes -------------------------------------------------
 
-  def encode(self, encoder_input_tokens_BS, *, deterministic=True, rngs=None):
+  def encode(self, encoder_input_tokens_BS, *, encoder_segment_ids_BS=None,
+             deterministic=True, rngs=None):
     """Encoder output [B, S, D] (compute dtype)."""
-    return self._encode(encoder_input_tokens_BS, self._dropout_rng(deterministic, rngs))
+    return self._encode(encoder_input_tokens_BS, self._dropout_rng(deterministic, rngs),
+                        encoder_segment_ids_BS)
 
   def decode(self, encoded_BSD, encoder_input_tokens_BS, decoder_input_tokens_BT, *,
+             encoder_segment_ids_BS=None, decoder_segment_ids_BT=None,
              deterministic=True, rngs=None):
     """Decoder logits [B, T, V] (float32) given the encoder output."""
     return self._decode(encoded_BSD, encoder_input_tokens_BS, decoder_input_tokens_BT,
-                        self._dropout_rng(deterministic, rngs))
+                        self._dropout_rng(deterministic, rngs),
+                        encoder_segment_ids_BS, decoder_segment_ids_BT)
 
   def __call__(self, encoder_input_tokens_BS, decoder_input_tokens_BT, *,
+               encoder_segment_ids_BS=None, decoder_segment_ids_BT=None,
                deterministic=True, rngs=None):
     """Teacher-forced logits [B, T, V] in float32. ``rngs`` (stream 'dropout') is
-    needed only when ``deterministic=False`` and the size has dropout."""
+    needed only when ``deterministic=False`` and the size has dropout. Packed rows give
+    both segment ids (0 = padding), unpacked rows neither."""
+    if (encoder_segment_ids_BS is None) != (decoder_segment_ids_BT is None):
+      raise ValueError("packed rows need both encoder and decoder segment ids")
     dropout_rng = self._dropout_rng(deterministic, rngs)
-    encoded_BSD = self._encode(encoder_input_tokens_BS, dropout_rng)
+    encoded_BSD = self._encode(encoder_input_tokens_BS, dropout_rng, encoder_segment_ids_BS)
     return self._decode(encoded_BSD, encoder_input_tokens_BS, decoder_input_tokens_BT,
-                        dropout_rng)
+                        dropout_rng, encoder_segment_ids_BS, decoder_segment_ids_BT)
 
-  def _encode(self, encoder_input_tokens_BS, dropout_rng):
+  def _encode(self, encoder_input_tokens_BS, dropout_rng, segment_ids_BS=None):
     S = encoder_input_tokens_BS.shape[1]
     positions_S = jnp.arange(S)
-    bias_BHSS = (self.encoder_relpos(positions_S, positions_S)
-                 + layers.mask_to_bias(layers.padding_mask(S, encoder_input_tokens_BS)))
+    allowed_BSS = (layers.padding_mask(S, encoder_input_tokens_BS) if segment_ids_BS is None
+                   else layers.segment_mask(segment_ids_BS, segment_ids_BS))
+    bias_BHSS = self.encoder_relpos(positions_S, positions_S) + layers.mask_to_bias(allowed_BSS)
     x_BSD = self._dropout(self.token_embedder(encoder_input_tokens_BS), dropout_rng)
     encoder_layer = layers.remat_block(
         lambda block, x, rng: block(x, bias_BHSS, dropout_rng=rng)[0], self.remat)
@@ -94,12 +104,18 @@ class EncoderDecoder(nnx.Module):
     return self._dropout(self.encoder_norm(x_BSD), dropout_rng)
 
   def _decode(self, encoded_BSD, encoder_input_tokens_BS, decoder_input_tokens_BT,
-              dropout_rng):
+              dropout_rng, encoder_segment_ids_BS=None, decoder_segment_ids_BT=None):
     T = decoder_input_tokens_BT.shape[1]
     positions_T = jnp.arange(T)
-    self_bias = (self.decoder_relpos(positions_T, positions_T)
-                 + layers.mask_to_bias(layers.causal_mask(positions_T, positions_T)))
-    cross_bias = layers.mask_to_bias(layers.padding_mask(T, encoder_input_tokens_BS))
+    self_allowed = layers.causal_mask(positions_T, positions_T)
+    if decoder_segment_ids_BT is None:
+      cross_allowed = layers.padding_mask(T, encoder_input_tokens_BS)
+    else:
+      self_allowed = self_allowed & layers.segment_mask(decoder_segment_ids_BT,
+                                                        decoder_segment_ids_BT)
+      cross_allowed = layers.segment_mask(decoder_segment_ids_BT, encoder_segment_ids_BS)
+    self_bias = self.decoder_relpos(positions_T, positions_T) + layers.mask_to_bias(self_allowed)
+    cross_bias = layers.mask_to_bias(cross_allowed)
     x_BTD = self._dropout(self.token_embedder(decoder_input_tokens_BT), dropout_rng)
 
     def decoder_layer(block, x_BTD, encoded_BSD, block_rng):

@@ -372,6 +372,15 @@ def padding_mask(q_len: int, key_tokens_BS: jax.Array) -> jax.Array:
                                                  valid_BS.shape[1]))
 
 
+def segment_mask(q_segments_BT: jax.Array, k_segments_BS: jax.Array) -> jax.Array:
+  """[B, T, S] for packed rows (seqio's segment ids, 0 = padding): a query attends to
+  the keys of its own example only. Positions need no such care: the relative-position
+  bias and rotary embeddings see only key - query offsets, the same inside a packed
+  example as alone."""
+  same_BTS = q_segments_BT[:, :, None] == k_segments_BS[:, None, :]
+  return same_BTS & (k_segments_BS != 0)[:, None, :]
+
+
 def causal_mask(q_positions_T: jax.Array, k_positions_S: jax.Array) -> jax.Array:
   """[1, T, S]: key position <= query position."""
   return (k_positions_S[None, :] <= q_positions_T[:, None])[None]

@@ -44,7 +44,10 @@ def _training_section(**overrides) -> dict:
       cooldown_fraction=0.2,    # wsd: the share of a budget spent cooling down
       cooldown_shape="linear",  # wsd: 'linear' | '1-sqrt'
       final_lr_fraction=0.0,    # cosine: the end as a fraction of the peak
-      weight_decay=0.0, log_every=100)
+      weight_decay=0.0, log_every=100,
+      # Pack several examples into each row (seqio's packing feature converters): fewer
+      # padding tokens per step. Decoder-only translation (prefix LM) reads one per row.
+      pack=False)
   section.update(overrides)
   return section
 
@@ -195,7 +198,7 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
   _check_resources(cfg.resources)
   for name in cfg.grid.size:
     for shape in shape_variants(cfg):
-      resolve_size(cfg, name, shape)
+      _check_packing(cfg, resolve_size(cfg, name, shape))
 
 
 def finetunes(cfg: ml_collections.ConfigDict) -> bool:
@@ -407,7 +410,22 @@ def _check_rates(field: str, rates: Mapping[str, float]) -> None:
       raise ConfigError(f"{field}.{key} must be a positive rate, got {rate!r}")
 
 
+def _check_packing(cfg: ml_collections.ConfigDict, size) -> None:
+  """A decoder-only model reads translation as a prefix LM, one example per row."""
+  from models import sizes as sizes_lib
+  if size.kind != sizes_lib.DECODER_ONLY:
+    return
+  for section, translates in (("pretrain", cfg.pretrain.objective != "causal_lm"),
+                              ("finetune", finetunes(cfg))):
+    if translates and cfg[section].pack:
+      raise ConfigError(f"{section}.pack: size {size.name!r} is decoder-only and reads "
+                        "translation as a prefix LM, one example per row; packing is for "
+                        "encoder-decoder sizes and causal-LM pretraining")
+
+
 def _check_training(section: str, tcfg: ml_collections.ConfigDict) -> None:
+  if not isinstance(tcfg.pack, bool):
+    raise ConfigError(f"{section}.pack must be True or False, got {tcfg.pack!r}")
   for field in ("batch_size", "input_length", "target_length", "log_every"):
     value = tcfg[field]
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:

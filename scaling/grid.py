@@ -213,6 +213,8 @@ def _evaluate(cfg, weights: Weights, pair: str) -> Evaluate:
 def _section_fields(section: ml_collections.ConfigDict) -> dict:
   fields = section.to_dict()
   del fields["log_every"]  # how often to print changes no result
+  if not fields["pack"]:  # keys from before packing existed stay valid
+    del fields["pack"]
   for name in ("checkpoint_every_steps", "checkpoint_every_minutes"):  # nor how often to save
     fields.pop(name, None)
   if fields.get("together") == 1:  # in groups, a finetune differs by float rounding

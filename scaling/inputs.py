@@ -13,6 +13,7 @@ import math
 import threading
 from collections.abc import Iterator
 
+import jax
 import ml_collections
 import numpy as np
 from etils import epath
@@ -21,6 +22,7 @@ import seqio
 
 from scaling import config as config_lib
 from scaling import grid
+from scaling import train as train_lib
 from scaling.data import spans
 from scaling.data import synthetic
 from scaling.data import tasks
@@ -30,6 +32,9 @@ from scaling.data import vocab as vocab_lib
 # subset size is extrapolated from their mean length.
 _EXACT_COUNT_LIMIT = 20_000
 _VOCAB_MULTIPLE = 128  # pad the embedding table for efficient sharding and matmuls
+# A training run's batches up to its budget are held in memory (and replayed by every
+# run on the same data) up to this size; past it, the stream is read as it goes.
+_HELD_TRAIN_BYTES = 256 << 20
 # A finetune's batches are held in memory (and replayed by every finetune of the same
 # subset) up to this size; longer finetunes read their stream each time.
 _HELD_FINETUNE_BYTES = 64 << 20
@@ -53,7 +58,7 @@ class InputShards:
     rows = batch_size // self.count
     return Batches([tasks.get_batches(task_or_mixture, "train", section.input_length,
                                       section.target_length, rows, seed=seed, shuffle=True,
-                                      repeat=True, lm=lm,
+                                      repeat=True, lm=lm, pack=section.pack,
                                       shard_info=seqio.ShardInfo(i, self.count))
                     for i in self.ids])
 
@@ -152,12 +157,23 @@ class StudyInputs:
     return tasks.register_mixture(
         f"{self.cfg.name}_{_sanitize(data.label)}_{grid.stable_hash(rates, 8)}", rates)
 
-  def train_batches(self, data: grid.TrainingData, seed: int,
-                    shards: InputShards) -> Batches:
-    """This process's rows of the training run's global batches."""
+  def train_batches(self, data: grid.TrainingData, seed: int, shards: InputShards,
+                    budget_tokens: int | None = None) -> Batches:
+    """This process's rows of the training run's global batches. Given the run's token
+    budget, the batches up to it are read once, before the first step, and held for
+    every run on the same data (each model size of a grid reads the same stream): a
+    stream read beside the steps costs more than its batches, as tf.data's threads
+    take the cores the steps would use. Past what is held, and beyond
+    _HELD_TRAIN_BYTES, the stream is read as it goes."""
     section = self.cfg.pretrain
-    return shards.batches(self.training_mixture(data), section, section.batch_size, seed,
-                          lm=self.lm)
+    mixture = self.training_mixture(data)
+    live = lambda: shards.batches(mixture, section, section.batch_size, seed, lm=self.lm)
+    if budget_tokens is None or jax.process_count() > 1:  # token counts need all hosts
+      return live()
+    key = ("train", mixture, _key(section), seed, shards)
+    held = self._held.setdefault(key, _HeldPrefix())
+    held.read_until(budget_tokens, live)
+    return Batches([held.replay(live)])
 
   def _once(self, key: tuple, read):
     if key not in self._held:
@@ -192,7 +208,7 @@ class StudyInputs:
     they are read once and held, when they fit in _HELD_FINETUNE_BYTES: opening a
     stream costs about a second, as much as a short finetune's steps."""
     section = subset.section
-    row_bytes = 4 * (section.input_length + 3 * section.target_length)  # int32 features
+    row_bytes = 4 * 2 * (section.input_length + 2 * section.target_length)  # int32 features
     if steps * batch_size * row_bytes > _HELD_FINETUNE_BYTES:
       return subset.batches(batch_size, seed, shards)
     key = ("finetune", subset.task, _key(section), batch_size, seed, shards, steps)
@@ -227,6 +243,42 @@ class StudyInputs:
     if 1 in ids:
       ids = ids[:ids.index(1)]
     return self.vocab.decode([t for t in ids if t > 1])
+
+
+class _HeldPrefix:
+  """The first batches of a deterministic training stream, held in memory."""
+
+  def __init__(self):
+    self.batches: list[dict] = []
+    self.tokens = 0
+    self.full = False  # at _HELD_TRAIN_BYTES: later batches are read as they go
+
+  def read_until(self, tokens: int, open_stream) -> None:
+    if self.tokens >= tokens or self.full:
+      return
+    with open_stream() as stream:
+      _skip(stream, len(self.batches))
+      nbytes = sum(v.nbytes for batch in self.batches for v in batch.values())
+      while self.tokens < tokens:
+        batch = next(stream)
+        nbytes += sum(v.nbytes for v in batch.values())
+        if nbytes > _HELD_TRAIN_BYTES:
+          self.full = True
+          return
+        self.batches.append(batch)
+        self.tokens += train_lib.batch_tokens(batch)
+
+  def replay(self, open_stream) -> Iterator[dict]:
+    """The held batches, then the rest of the stream (opened only if reached)."""
+    yield from self.batches
+    with open_stream() as stream:
+      _skip(stream, len(self.batches))
+      yield from stream
+
+
+def _skip(stream: Iterator, count: int) -> None:
+  for _ in range(count):
+    next(stream)
 
 
 def _first(batches: Batches, count: int) -> list[dict]:

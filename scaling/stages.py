@@ -134,7 +134,8 @@ def run_train(ctx: Context, stage: grid.Train, label: str, stop_at: int | None =
     points = train_missing(ctx.cfg, ctx.workdir, stage, up_to=stop_at)
     with timing.phase("input"):
       batches = ctx.data.train_batches(stage.data, ctx.cfg.seed,
-                                       ctx.input_shards(trainer, "pretrain"))
+                                       ctx.input_shards(trainer, "pretrain"),
+                                       budget_tokens=max(points) if points else None)
       _skip(batches, counters.step)
     every = checkpoint.Every(int(section.checkpoint_every_steps),
                              float(section.checkpoint_every_minutes))
@@ -323,7 +324,8 @@ def run_cooldown(ctx: Context, stage: grid.Cooldown, label: str) -> None:
   state, counters = _restore_state(trainer, stage_dir(ctx.workdir, stage.train), branch, label)
   with timing.phase("input"):
     batches = ctx.data.train_batches(stage.train.data, ctx.cfg.seed,
-                                     ctx.input_shards(trainer, "pretrain"))
+                                     ctx.input_shards(trainer, "pretrain"),
+                                     budget_tokens=stage.D_p)
     _skip(batches, counters.step)
   # Chosen so that WSD's own branch step for this length is the step we branch at.
   total_steps = max(counters.step + 1, round(counters.step / (1.0 - section.cooldown_fraction)))

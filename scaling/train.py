@@ -105,9 +105,14 @@ def forward(model: nnx.Module, batch: Batch, *, dropout_key: jax.Array | None = 
   kw = dict(deterministic=dropout_key is None, rngs=rngs)
   decoder_in_BT = batch["decoder_input_tokens"]
   if model.size.kind == sizes_lib.ENCODER_DECODER:
-    return model(batch["encoder_input_tokens"], decoder_in_BT, **kw)
+    return model(batch["encoder_input_tokens"], decoder_in_BT,
+                 encoder_segment_ids_BS=batch.get("encoder_segment_ids"),
+                 decoder_segment_ids_BT=batch.get("decoder_segment_ids"), **kw)
   if "encoder_input_tokens" not in batch:  # causal LM
-    return model(decoder_in_BT, **kw)
+    return model(decoder_in_BT, segment_ids_BT=batch.get("decoder_segment_ids"), **kw)
+  if "decoder_segment_ids" in batch:
+    raise ValueError("a decoder-only model reads translation as a prefix LM, one "
+                     "example per row: packed translation batches are not supported")
   source_BS = batch["encoder_input_tokens"]
   B, S = source_BS.shape
   tokens_BL = jnp.concatenate([source_BS, decoder_in_BT], axis=1)

@@ -216,6 +216,41 @@ def test_a_finetune_trained_again_is_bit_for_bit_the_same(study):
   assert checkpoint.read_meta(folder, cfg.finetune.steps)["trained_together"] == 5
 
 
+def test_a_training_runs_batches_are_held_up_to_its_budget(tmp_path, monkeypatch):
+  """The batches up to a run's budget are read before its first step and held: a second
+  run on the same data (another size) replays them without opening the stream; past
+  the budget, the stream goes on where the held batches end."""
+  from scaling import grid, inputs, train
+  cfg = micro_config()
+  data = inputs.StudyInputs.build(cfg, tmp_path)
+  mixture = grid.training_data(cfg)[0]
+  shards = inputs.InputShards((0,), 1)
+  budget = 2000
+  with shards.batches(data.training_mixture(mixture), cfg.pretrain, cfg.pretrain.batch_size,
+                      cfg.seed) as stream:
+    expected = [next(stream) for _ in range(40)]
+  held_count = int(np.searchsorted(np.cumsum([train.batch_tokens(b) for b in expected]),
+                                   budget)) + 1  # the batch that reaches the budget, too
+  with data.train_batches(mixture, cfg.seed, shards, budget_tokens=budget) as batches:
+    first = [next(batches) for _ in range(held_count)]
+  opened = []
+  real_batches = inputs.InputShards.batches
+  monkeypatch.setattr(inputs.InputShards, "batches",
+                      lambda *a, **k: opened.append(1) or real_batches(*a, **k))
+  with data.train_batches(mixture, cfg.seed, shards, budget_tokens=budget) as batches:
+    again = [next(batches) for _ in range(held_count)]
+    assert not opened  # replayed from memory
+    beyond = [next(batches) for _ in range(3)]  # read from the stream, after the held ones
+  assert opened == [1]
+  for want, got, replayed in zip(expected, first, again):
+    for k in want:
+      np.testing.assert_array_equal(got[k], want[k])
+      np.testing.assert_array_equal(replayed[k], want[k])
+  for want, got in zip(expected[held_count:], beyond):
+    for k in want:
+      np.testing.assert_array_equal(got[k], want[k])
+
+
 def test_a_finetunes_batches_are_read_once_and_replayed(tmp_path):
   """Every finetune on one subset reads the same batches: held after the first, they
   are the stream's first `steps` batches, replayed without opening it again."""

@@ -11,9 +11,9 @@ Sources: the synthetic world (`register_synthetic_world`), TFDS WMT and C4/mC4
 thing twice is a no-op; registering a different thing under a taken name is a
 ValueError.
 
-Batches: `get_batches` runs seqio's EncDecFeatureConverter (no packing) and
-yields numpy dicts; `get_eval_examples` gives raw texts plus token ids for
-decoding and BLEU.
+Batches: `get_batches` runs seqio's EncDecFeatureConverter (or LMFeatureConverter),
+packed or not, and yields numpy dicts; `get_eval_examples` gives raw texts plus token
+ids for decoding and BLEU.
 """
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ _REGISTERED: dict[str, tuple] = {}
 # (task name, split) pairs that never end; get_eval_examples needs a limit there.
 _ENDLESS: set[tuple[str, str]] = set()
 _MODEL_FEATURES = ("encoder_input_tokens", "decoder_input_tokens", "decoder_target_tokens",
-                   "decoder_loss_weights")
+                   "decoder_loss_weights", "encoder_segment_ids", "decoder_segment_ids")
 
 
 # --------------------------------------------------------------------------------------
@@ -488,13 +488,15 @@ def _freeze(value):
 
 def get_batches(task_or_mixture: str, split: str, input_length: int, target_length: int,
                 batch_size: int, seed: Optional[int], shuffle: bool = True,
-                repeat: bool = True, lm: bool = False,
+                repeat: bool = True, lm: bool = False, pack: bool = False,
                 shard_info: Optional[seqio.ShardInfo] = None) -> Iterator[dict[str, np.ndarray]]:
   """Batches of model features (int32 numpy arrays, [batch_size, length]).
 
   Keys: encoder_input_tokens, decoder_input_tokens, decoder_target_tokens,
-  decoder_loss_weights (seqio.EncDecFeatureConverter, pack=False). Texts longer
-  than the lengths are truncated (EOS kept). With repeat=False the data is read
+  decoder_loss_weights (seqio.EncDecFeatureConverter). Texts longer than the lengths
+  are truncated (EOS kept). With pack=True each row holds as many whole examples as
+  fit (seqio's packing), told apart by encoder_segment_ids and decoder_segment_ids
+  (1, 2, ... and 0 for padding); the decoder inputs restart at each example. With repeat=False the data is read
   once and the final batch is filled up with all-zero rows (loss weight 0), so
   every batch has batch_size rows. With lm=True (causal-LM tasks) seqio's
   LMFeatureConverter gives the decoder features alone, `target_length` long, and
@@ -511,10 +513,10 @@ def get_batches(task_or_mixture: str, split: str, input_length: int, target_leng
       raise ValueError(f"{arg}={value!r} must be a positive int")
   if lm:
     lengths = {"targets": int(target_length)}
-    converter = seqio.LMFeatureConverter(pack=False)
+    converter = seqio.LMFeatureConverter(pack=pack)
   else:
     lengths = {"inputs": int(input_length), "targets": int(target_length)}
-    converter = seqio.EncDecFeatureConverter(pack=False)
+    converter = seqio.EncDecFeatureConverter(pack=pack)
   dataset = seqio.get_dataset(
       provider, task_feature_lengths=lengths, feature_converter=converter,
       dataset_split=split, shuffle=shuffle, num_epochs=None if repeat else 1, seed=seed,
