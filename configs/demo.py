@@ -17,7 +17,7 @@ All pretraining text is from the 'news' domain, finetuning and test data from
 'fiction', so the finetuning pairs never occur in pretraining. Pretraining follows
 T5's inverse-square-root schedule after a 10-step warm-up: a long warm-up leaves the
 early checkpoints near scratch, and a constant rate stalls small_cpu at batch 16.
-The sizes, budgets and finetune length keep the study near five minutes (about 320 s) on a
+The sizes, budgets and finetune length keep the study near five minutes (about 310 s) on a
 2-core CPU: with small_cpu as the second size it takes 400 s, and 30-step finetunes
 leave tiny's aligned BLEU curve non-monotone.
 
