@@ -10,10 +10,16 @@ checkpoints); `save` is the synchronous form for a stage's single result. A rest
 first compares the saved shapes with the model's, so a checkpoint of another model
 shape is named as such (ValueError); one whose files are missing or damaged raises
 `Unreadable`, and `set_aside` moves it out of the way without deleting it.
+
+A single-process run also keeps a host copy of the small checkpoints it saved last
+(`_Recent`), so that a finetune starting from a save point it has just written, or an
+evaluation of a finetune it has just trained, skips orbax's read (`from_memory`).
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
+import json
 import time
 from typing import Any
 
@@ -27,6 +33,8 @@ META = "meta"
 # Restoring failed for a reason of the machine, not of the files: never "unreadable".
 _MACHINE_ERRORS = (MemoryError, jax.errors.JaxRuntimeError)
 _SHOWN_MISMATCHES = 5
+# What `_Recent` holds at most: the small models of a CPU study, not a pod's.
+_RECENT_BYTES = 64 * 2**20
 
 
 class Unreadable(Exception):
@@ -74,17 +82,21 @@ def save(directory: epath.PathLike, step: int, items: dict[str, Any], meta: dict
   with timing.phase("checkpoints"), _manager(directory, create=True) as manager:
     manager.save(int(step), args=_save_args(items, meta))
     manager.wait_until_finished()
+  _recent.keep(directory, step, items, meta)
 
 
 class Writer:
   """Saves checkpoints into one folder in the background: `save` returns once the
   arrays are copied off the devices, and the files are written while training goes
   on. `wait` (or leaving the `with` block) returns once every save is complete; a
-  step appears in `steps` only then. With `keep`, older steps are deleted."""
+  step appears in `steps` only then. With `keep`, older steps are deleted. With
+  `remember`, each save is also kept for `restore(..., from_memory=True)`."""
 
-  def __init__(self, directory: epath.PathLike, *, keep: int | None = None):
+  def __init__(self, directory: epath.PathLike, *, keep: int | None = None,
+               remember: bool = True):
     self._manager = _manager(directory, create=True, background=True, keep=keep)
     self._last: int | None = None
+    self._remember = remember
 
   def save(self, step: int, items: dict[str, Any], meta: dict) -> bool:
     """Starts saving `step`; False (and nothing saved) if it was saved already."""
@@ -92,6 +104,8 @@ class Writer:
       return False
     with timing.phase("checkpoints"):  # the copy off the devices; the writing is not waited on
       self._manager.save(int(step), args=_save_args(items, meta), force=True)
+    if self._remember:
+      _recent.keep(self._manager.directory, step, items, meta)
     self._last = step
     return True
 
@@ -146,19 +160,23 @@ def steps(directory: epath.PathLike) -> list[int]:
   return sorted(ocp.path.step.checkpoint_steps(_absolute(directory)))
 
 
-def restore(directory: epath.PathLike, step: int,
-            abstract_items: dict[str, Any]) -> tuple[dict[str, Any], dict]:
+def restore(directory: epath.PathLike, step: int, abstract_items: dict[str, Any], *,
+            from_memory: bool = False) -> tuple[dict[str, Any], dict]:
   """Restores the named items at `step` and the metadata.
 
   `abstract_items` gives each wanted item's shapes, dtypes and shardings (pytrees
   of jax.ShapeDtypeStruct or arrays); items not named are not read. Raises
   ValueError naming every parameter whose saved shape differs from the wanted one,
-  and Unreadable if the checkpoint's files are missing or damaged.
+  and Unreadable if the checkpoint's files are missing or damaged. With
+  `from_memory`, a checkpoint this process saved (and that is still saved) is
+  taken from its host copy, the same values without reading the files.
   """
   available = steps(directory)
   if int(step) not in available:
     raise FileNotFoundError(
         f"no checkpoint at step {step} in {directory} (saved: {available})")
+  if from_memory and (kept := _recent.get(directory, step, abstract_items)) is not None:
+    return kept
   where = _absolute(directory) / str(int(step))
   for name, tree in abstract_items.items():
     _check_shapes(where, name, tree)
@@ -179,13 +197,68 @@ def restore(directory: epath.PathLike, step: int,
 
 def read_meta(directory: epath.PathLike, step: int) -> dict:
   """The metadata saved with `step`, without reading any array."""
-  return restore(directory, step, {})[1]
+  try:  # the JSON file orbax wrote; through orbax (and its errors) when it cannot be read
+    return json.loads((_absolute(directory) / str(int(step)) / META / "metadata").read_text())
+  except (OSError, ValueError):
+    return restore(directory, step, {})[1]
+
+
+class _Recent:
+  """Host copies of the last checkpoints this process saved, up to `_RECENT_BYTES` in
+  all (the oldest dropped first), by folder and step. Only single-process runs keep
+  them: a multi-host array is not whole on any one host."""
+
+  def __init__(self):
+    self._kept: collections.OrderedDict[tuple[str, int], tuple[dict, dict]] = (
+        collections.OrderedDict())
+
+  def keep(self, directory: epath.PathLike, step: int, items: dict, meta: dict) -> None:
+    if jax.process_count() > 1 or _nbytes(items) > _RECENT_BYTES:
+      return
+    key = (str(_absolute(directory)), int(step))
+    self._kept[key] = (jax.device_get(items), dict(meta))
+    self._kept.move_to_end(key)
+    while sum(_nbytes(kept) for kept, _ in self._kept.values()) > _RECENT_BYTES:
+      self._kept.popitem(last=False)
+
+  def get(self, directory: epath.PathLike, step: int, abstract_items: dict):
+    """(items placed as `abstract_items` asks, meta), or None when not kept or of
+    other shapes (then the files are read, and a mismatch named)."""
+    kept = self._kept.get((str(_absolute(directory)), int(step)))
+    if kept is None or not set(abstract_items) <= set(kept[0]):
+      return None
+    items = {name: kept[0][name] for name in abstract_items}
+    if any(_leaf_specs(items[name]) != _leaf_specs(abstract_items[name]) for name in items):
+      return None
+    placed = {name: jax.tree.map(lambda value, want: jax.device_put(value, want.sharding),
+                                 items[name], abstract_items[name])
+              for name in items}
+    return placed, dict(kept[1])
+
+  def forget(self, directory: epath.PathLike, step: int | None = None) -> None:
+    folder = str(_absolute(directory))
+    for key in [k for k in self._kept if k[0] == folder and step in (None, k[1])]:
+      del self._kept[key]
+
+
+def _nbytes(tree) -> int:
+  return sum(leaf.nbytes for leaf in jax.tree.leaves(tree))
+
+
+def _leaf_specs(tree) -> dict[str, tuple]:
+  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return {"/".join(_key_name(k) for k in path): (tuple(leaf.shape), str(leaf.dtype))
+          for path, leaf in leaves}
+
+
+_recent = _Recent()
 
 
 def set_aside(directory: epath.PathLike, step: int) -> epath.Path:
   """Renames an unreadable checkpoint `<step>` to `<step>.unreadable` (kept for a
   look, invisible to `steps`, so the step counts as missing) and returns the path."""
   folder = _absolute(directory)
+  _recent.forget(folder, step)
   target = folder / f"{int(step)}.unreadable"
   if jax.process_index() == 0:
     if target.exists():
@@ -196,6 +269,7 @@ def set_aside(directory: epath.PathLike, step: int) -> epath.Path:
 
 
 def delete(directory: epath.PathLike, step: int) -> None:
+  _recent.forget(directory, step)
   with _manager(directory, create=True) as manager:
     manager.delete(int(step))
 
@@ -203,6 +277,7 @@ def delete(directory: epath.PathLike, step: int) -> None:
 def delete_all(directory: epath.PathLike) -> None:
   """Removes a folder of checkpoints no longer needed."""
   folder = _absolute(directory)
+  _recent.forget(folder)
   if jax.process_index() == 0 and folder.exists():
     folder.rmtree()
   _all_processes_reach(f"delete_all {folder}")

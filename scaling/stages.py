@@ -164,7 +164,8 @@ class _TrainSaves:
                label: str):
     self.points, self.every, self.label = points, every, label
     self.budgets = checkpoint.Writer(folder)
-    self.periodic = checkpoint.Writer(periodic_dir(folder), keep=2)
+    # only ever read by a resumed process: not kept in memory
+    self.periodic = checkpoint.Writer(periodic_dir(folder), keep=2, remember=False)
     self._decided = (-1, False, False)
 
   def due(self, counters: train.Counters) -> bool:
@@ -268,11 +269,12 @@ def _restore_state(trainer: train.Trainer, folder: epath.Path, step: int, label:
   return train.TrainState(items["model"], **items["optimizer"]), _counters(meta)
 
 
-def _restore(folder: epath.Path, step: int, abstract_items: dict, label: str):
+def _restore(folder: epath.Path, step: int, abstract_items: dict, label: str, *,
+             from_memory: bool = False):
   """checkpoint.restore; an unreadable checkpoint is set aside first, so the stage
   that wrote it counts as incomplete and runs again."""
   try:
-    return checkpoint.restore(folder, step, abstract_items)
+    return checkpoint.restore(folder, step, abstract_items, from_memory=from_memory)
   except checkpoint.Unreadable as e:
     _warn_set_aside(folder, step, e, label)
     raise
@@ -427,7 +429,8 @@ def run_finetunes(ctx: Context, slots: list[grid.Finetune | None],
 def _finetune_source(ctx: Context, stage: grid.Finetune, trainer: train.Trainer,
                      label: str) -> train.ModelState:
   folder, step = _weights_checkpoint(ctx.workdir, stage.source)
-  items, _ = _restore(folder, step, dict(model=trainer.abstract_model_state), label)
+  items, _ = _restore(folder, step, dict(model=trainer.abstract_model_state), label,
+                      from_memory=True)
   return items["model"]
 
 
@@ -464,7 +467,8 @@ def run_evaluate(ctx: Context, stage: grid.Evaluate, label: str) -> dict:
   """Translation metrics on the pair, or held-out LM loss; writes the row."""
   trainer = ctx.trainer(stage.weights.train, "finetune" if stage.weights.finetune else "pretrain")
   folder, step = _weights_checkpoint(ctx.workdir, stage.weights)
-  items, _ = _restore(folder, step, dict(model=trainer.abstract_model_state), label)
+  items, _ = _restore(folder, step, dict(model=trainer.abstract_model_state), label,
+                      from_memory=True)
   if stage.pair:
     scores = evaluate.translation(ctx.data, trainer, items["model"], stage.pair)
     hypothesis, reference = scores.pop("example")

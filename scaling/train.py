@@ -147,7 +147,8 @@ class Trainer:
     self.replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     self.model_state_sharding = self.state_sharding.model
     self.abstract_model_state = self.abstract_state.model
-    self._init = jax.jit(self._init_fn, static_argnums=0, out_shardings=self.state_sharding)
+    self._init = jax.jit(self._init_fn, static_argnums=0, out_shardings=self.state_sharding,
+                         compiler_options=_run_once_options(mesh))
     self._start_from = jax.jit(self._start_from_fn, in_shardings=(self.model_state_sharding,),
                                out_shardings=self.state_sharding)
     self._step = jax.jit(self._step_fn,
@@ -314,6 +315,15 @@ def _stacked(sharding: jax.sharding.NamedSharding) -> jax.sharding.NamedSharding
 
 def _stack(trees: list):
   return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
+
+
+def _run_once_options(mesh: jax.sharding.Mesh) -> dict | None:
+  """XLA options for a program run once per run (init). On CPU, LLVM's optimisation of
+  its random-number fusions takes longer than the program runs (tiny: 7 s to compile
+  at the default level, 3.7 s unoptimised, milliseconds to run)."""
+  if mesh.devices.flat[0].platform == "cpu":
+    return {"xla_backend_optimization_level": 0}
+  return None
 
 
 def _all_finite(tree) -> jax.Array:

@@ -73,6 +73,24 @@ def _damage(step_dir: pathlib.Path, how: str) -> None:
       f.unlink()
 
 
+def test_a_checkpoint_just_saved_is_restored_from_memory_while_it_is_listed(tmp_path):
+  tree = _tree()
+  checkpoint.save(tmp_path, 7, dict(model=tree), dict(tokens=7))
+  with pytest.raises(ValueError, match="different model shape"):  # another shape: the files
+    checkpoint.restore(tmp_path, 7, dict(model=_tree(rows=4)), from_memory=True)
+  _damage(tmp_path / "7", "delete arrays")  # the files are no longer read
+  items, meta = checkpoint.restore(tmp_path, 7, dict(model=_tree()), from_memory=True)
+  assert meta == dict(tokens=7) and checkpoint.read_meta(tmp_path, 7) == meta
+  for got, want in zip(jax.tree.leaves(items["model"]), jax.tree.leaves(tree), strict=True):
+    assert isinstance(got, jax.Array)
+    np.testing.assert_array_equal(got, want)
+  with pytest.raises(checkpoint.Unreadable):  # without from_memory: the files
+    checkpoint.restore(tmp_path, 7, dict(model=_tree()))
+  checkpoint.set_aside(tmp_path, 7)  # no longer listed: nothing served from memory
+  with pytest.raises(FileNotFoundError):
+    checkpoint.restore(tmp_path, 7, dict(model=_tree()), from_memory=True)
+
+
 def test_writer_saves_in_the_background_and_keeps_the_last_two(tmp_path):
   with checkpoint.Writer(tmp_path, keep=2) as writer:
     for step in (5, 10, 15):
@@ -192,8 +210,9 @@ def get_config():
 
 
 def _start(config, workdir) -> subprocess.Popen:
+  # one XLA cache for the three runs: the second and third load what the first compiled
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
-             JAX_PLATFORMS="cpu")
+             JAX_PLATFORMS="cpu", SCALING_COMPILATION_CACHE=str(config.parent / "xla_cache"))
   return subprocess.Popen(
       [sys.executable, "-m", "scaling", "run", "--config", str(config), "--workdir", str(workdir)],
       env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
