@@ -73,6 +73,7 @@ def _damage(step_dir: pathlib.Path, how: str) -> None:
       f.unlink()
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # as above
 def test_a_checkpoint_just_saved_is_restored_from_memory_while_it_is_listed(tmp_path):
   tree = _tree()
   checkpoint.save(tmp_path, 7, dict(model=tree), dict(tokens=7))
