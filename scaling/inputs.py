@@ -257,7 +257,7 @@ class _HeldPrefix:
     if self.tokens >= tokens or self.full:
       return
     with open_stream() as stream:
-      _skip(stream, len(self.batches))
+      skip(stream, len(self.batches))
       nbytes = sum(v.nbytes for batch in self.batches for v in batch.values())
       while self.tokens < tokens:
         batch = next(stream)
@@ -272,11 +272,12 @@ class _HeldPrefix:
     """The held batches, then the rest of the stream (opened only if reached)."""
     yield from self.batches
     with open_stream() as stream:
-      _skip(stream, len(self.batches))
+      skip(stream, len(self.batches))
       yield from stream
 
 
-def _skip(stream: Iterator, count: int) -> None:
+def skip(stream: Iterator, count: int) -> None:
+  """Reads and drops `count` batches (a resumed run's replay up to its step)."""
   for _ in range(count):
     next(stream)
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Iterator
 
 import jax
 import ml_collections
@@ -136,7 +135,7 @@ def run_train(ctx: Context, stage: grid.Train, label: str, stop_at: int | None =
       batches = ctx.data.train_batches(stage.data, ctx.cfg.seed,
                                        ctx.input_shards(trainer, "pretrain"),
                                        budget_tokens=max(points) if points else None)
-      _skip(batches, counters.step)
+      inputs.skip(batches, counters.step)
     every = checkpoint.Every(int(section.checkpoint_every_steps),
                              float(section.checkpoint_every_minutes))
     horizon = max(stage.D_p)
@@ -306,11 +305,6 @@ def _steps_for(section: ml_collections.ConfigDict, counters: train.Counters, bud
   return max(1, math.ceil(budget / per_step))
 
 
-def _skip(batches: Iterator, n: int) -> None:
-  for _ in range(n):
-    next(batches)
-
-
 # ---------------------------------------------------------------- cooldown (WSD)
 
 def cooldown_complete(workdir: epath.Path, stage: grid.Cooldown) -> bool:
@@ -328,7 +322,7 @@ def run_cooldown(ctx: Context, stage: grid.Cooldown, label: str) -> None:
     batches = ctx.data.train_batches(stage.train.data, ctx.cfg.seed,
                                      ctx.input_shards(trainer, "pretrain"),
                                      budget_tokens=stage.D_p)
-    _skip(batches, counters.step)
+    inputs.skip(batches, counters.step)
   # Chosen so that WSD's own branch step for this length is the step we branch at.
   total_steps = max(counters.step + 1, round(counters.step / (1.0 - section.cooldown_fraction)))
   step_cfg = train.StepConfig.from_section(section)
